@@ -1,0 +1,94 @@
+package actors
+
+// Status strings of the wire protocol (protocol.md §5).
+const (
+	StatusCreating         = "SANDBOX_CREATING"
+	StatusRunning          = "SANDBOX_RUNNING"
+	StatusCreationError    = "SANDBOX_CREATION_ERROR"
+	StatusDeleting         = "SANDBOX_DELETING"
+	StatusDeleted          = "SANDBOX_DELETED"
+	StatusKilling          = "SANDBOX_KILLING"
+	StatusKilled           = "SANDBOX_KILLED"
+	StatusKillError        = "SANDBOX_KILL_ERROR"
+	StatusError            = "SANDBOX_ERROR"
+	StatusExecRunning      = "SANDBOX_EXECUTION_RUNNING"
+	StatusExecDone         = "SANDBOX_EXECUTION_DONE"
+	StatusExecError        = "SANDBOX_EXECUTION_ERROR"
+	StatusUnsupportedLang  = "SANDBOX_EXECUTION_UNSUPPORTED_LANGUAGE_ERROR"
+	StatusForceKilled      = "SANDBOX_EXECUTION_FORCE_KILLED"
+	StatusForceKillError   = "SANDBOX_EXECUTION_FORCE_KILL_ERROR"
+	StatusStdinError       = "SANDBOX_STDIN_ERROR"
+	StatusNotFound         = "SANDBOX_NOT_FOUND"
+	StatusPermissionDenial = "SANDBOX_PERMISSION_DENIAL_ERROR"
+	StatusInUse            = "SANDBOX_IN_USE"
+)
+
+// Event kinds (the wire's "event" key).
+const (
+	EventStatus    = "status_update"
+	EventSandboxID = "sandbox_id"
+	EventStdout    = "stdout"
+	EventStderr    = "stderr"
+	EventError     = "error"
+)
+
+// Reasons an execution was ended by the server.
+const (
+	ReasonKilled         = "killed"
+	ReasonTimeout        = "timeout"
+	ReasonSandboxDeleted = "sandbox_deleted"
+)
+
+// WebSocket close codes of protocol.md §7.
+const (
+	CloseNormal    = 1000
+	CloseGoingAway = 1001
+	CloseNotFound  = 1011
+	CloseError     = 4000
+)
+
+// Event is one message for the client attached to a sandbox.
+type Event struct {
+	Kind      string
+	Status    string
+	Message   string
+	Data      string
+	ExitCode  *int
+	Reason    string
+	SandboxID string
+	Token     string
+	// CloseCode, when set, asks the transport to close the connection with
+	// it after sending this event.
+	CloseCode int
+	// Gone marks the last event of a sandbox: it no longer exists.
+	Gone bool
+
+	credit *credit
+}
+
+// Release returns the event's output bytes to the execution's flow window;
+// a Sink calls it once the event is written or dropped.
+func (e Event) Release() {
+	if e.credit != nil {
+		e.credit.release()
+	}
+}
+
+// Sink receives a sandbox's events for one client. Send must not block.
+type Sink interface {
+	Send(Event)
+}
+
+func statusEvent(status string) Event { return Event{Kind: EventStatus, Status: status} }
+
+// errorEvents is an error status with its message, followed by the `error`
+// event that protocol.md requires after every error status.
+func errorEvents(status, message string) []Event {
+	return []Event{
+		{Kind: EventStatus, Status: status, Message: message},
+		{Kind: EventError, Message: message},
+	}
+}
+
+// ErrorEvents is errorEvents for the transport's own protocol errors.
+func ErrorEvents(status, message string) []Event { return errorEvents(status, message) }

@@ -1,0 +1,18 @@
+package actors
+
+import "github.com/asynkron/protoactor-go/actor"
+
+// Ref is how the transport talks to one sandbox: its id, its token (kept on
+// the host, returned once to the creating client) and its actor.
+type Ref struct {
+	ID    string
+	Token string
+	PID   *actor.PID
+	Root  *actor.RootContext
+}
+
+// Send delivers a client request to the sandbox actor.
+func (r *Ref) Send(msg any) { r.Root.Send(r.PID, msg) }
+
+// Token is the sandbox's secret, for the supervisor to hand to its creator.
+func (s *Sandbox) Token() string { return s.cfg.Token }

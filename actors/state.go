@@ -1,0 +1,61 @@
+package actors
+
+import "fmt"
+
+// State is where a sandbox is in its lifecycle (design.md "Sandbox
+// lifecycle").
+type State int
+
+const (
+	// StateWarming: runsc is creating the sandbox.
+	StateWarming State = iota
+	// StateReady: created and waiting in a pool for a client.
+	StateReady
+	// StateClaimed: owned by a client (attached or not), nothing running.
+	StateClaimed
+	// StateExecuting: an execution is running.
+	StateExecuting
+	// StateStopping: the sandbox is being destroyed.
+	StateStopping
+	// StateStopped: destroyed; the actor is ending.
+	StateStopped
+	// StateFailed: creation failed; the actor is cleaning up.
+	StateFailed
+)
+
+var stateNames = [...]string{"warming", "ready", "claimed", "executing", "stopping", "stopped", "failed"}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// transitions lists every legal move. A used sandbox never goes back to
+// ready; every live state may stop (a kill is honoured from anywhere).
+var transitions = map[State][]State{
+	StateWarming:   {StateReady, StateClaimed, StateFailed, StateStopping},
+	StateReady:     {StateClaimed, StateStopping},
+	StateClaimed:   {StateExecuting, StateStopping},
+	StateExecuting: {StateClaimed, StateStopping},
+	StateStopping:  {StateStopped},
+	StateFailed:    {StateStopping, StateStopped},
+}
+
+// TransitionError is an illegal move, which is always a bug in the caller.
+type TransitionError struct{ From, To State }
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("illegal sandbox transition %s -> %s", e.From, e.To)
+}
+
+// next checks the move from -> to.
+func next(from, to State) error {
+	for _, allowed := range transitions[from] {
+		if allowed == to {
+			return nil
+		}
+	}
+	return &TransitionError{From: from, To: to}
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is every setting of the server. Values come from defaults, then
+// the config file, then SANDPOOL_* environment variables, then flags.
+type Config struct {
+	// Listen is the HTTP/WebSocket address.
+	Listen string `yaml:"listen"`
+	// StateDir holds runsc's root and the sandboxes' bundles; one server
+	// per state dir.
+	StateDir string `yaml:"state_dir"`
+	// RunscPath is the runsc binary; empty means bin/runsc, then PATH.
+	RunscPath string `yaml:"runsc_path"`
+	// RootfsPath is the shared root filesystem; empty means build/rootfs.
+	RootfsPath string `yaml:"rootfs_path"`
+	// Platform is runsc's --platform.
+	Platform string `yaml:"platform"`
+	// MaxSandboxes caps live sandboxes (creating ones included).
+	MaxSandboxes int `yaml:"max_sandboxes"`
+	// IdleTimeout (seconds) applies when a client sends no idle_timeout.
+	IdleTimeout float64 `yaml:"idle_timeout"`
+	// MaxMessageBytes is the largest client frame the server reads.
+	MaxMessageBytes int64 `yaml:"max_message_bytes"`
+	// ShutdownTimeout (seconds) bounds deleting every sandbox on exit.
+	ShutdownTimeout float64 `yaml:"shutdown_timeout"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is auto (console on a terminal, else JSON), json or console.
+	LogFormat string `yaml:"log_format"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		Listen:          "127.0.0.1:8080",
+		StateDir:        "/var/lib/sandpool",
+		Platform:        "systrap",
+		MaxSandboxes:    100,
+		IdleTimeout:     300,
+		MaxMessageBytes: 8 << 20,
+		ShutdownTimeout: 30,
+		LogLevel:        "info",
+		LogFormat:       "auto",
+	}
+}
+
+// loadConfig builds the config from args (flags after the subcommand) and
+// the environment, then validates it.
+func loadConfig(args []string, getenv func(string) string) (Config, error) {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	configPath := fs.String("config", getenv("SANDPOOL_CONFIG"), "config file (YAML or JSON)")
+	var flagValues Config
+	fs.StringVar(&flagValues.Listen, "listen", "", "listen address (default 127.0.0.1:8080)")
+	fs.StringVar(&flagValues.StateDir, "state-dir", "", "state directory (default /var/lib/sandpool)")
+	fs.StringVar(&flagValues.RunscPath, "runsc", "", "runsc binary (default bin/runsc, then PATH)")
+	fs.StringVar(&flagValues.RootfsPath, "rootfs", "", "root filesystem directory (default build/rootfs)")
+	fs.StringVar(&flagValues.Platform, "platform", "", "runsc platform (default systrap)")
+	fs.IntVar(&flagValues.MaxSandboxes, "max-sandboxes", 0, "maximum live sandboxes (default 100)")
+	idle := fs.String("idle-timeout", "", "default idle timeout in seconds, 0 = never (default 300)")
+	fs.StringVar(&flagValues.LogLevel, "log-level", "", "debug, info, warn or error")
+	fs.StringVar(&flagValues.LogFormat, "log-format", "", "auto, json or console")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if *configPath != "" {
+		if err := cfg.loadFile(*configPath); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := cfg.applyEnv(getenv); err != nil {
+		return Config{}, err
+	}
+	cfg.override(flagValues)
+	if *idle != "" {
+		v, err := strconv.ParseFloat(*idle, 64)
+		if err != nil {
+			return Config{}, fmt.Errorf("--idle-timeout: %q is not a number of seconds", *idle)
+		}
+		cfg.IdleTimeout = v
+	}
+	if err := cfg.resolve(); err != nil {
+		return Config{}, err
+	}
+	return cfg, cfg.validate()
+}
+
+// loadFile reads YAML (JSON is YAML too); unknown keys are errors, so a
+// typo is not silently ignored.
+func (c *Config) loadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // empty file: defaults
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+func (c *Config) applyEnv(getenv func(string) string) error {
+	strs := map[string]*string{
+		"SANDPOOL_LISTEN":     &c.Listen,
+		"SANDPOOL_STATE_DIR":  &c.StateDir,
+		"SANDPOOL_RUNSC":      &c.RunscPath,
+		"SANDPOOL_ROOTFS":     &c.RootfsPath,
+		"SANDPOOL_PLATFORM":   &c.Platform,
+		"SANDPOOL_LOG_LEVEL":  &c.LogLevel,
+		"SANDPOOL_LOG_FORMAT": &c.LogFormat,
+	}
+	for key, dst := range strs {
+		if v := getenv(key); v != "" {
+			*dst = v
+		}
+	}
+	if v := getenv("SANDPOOL_MAX_SANDBOXES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("SANDPOOL_MAX_SANDBOXES: %q is not an integer", v)
+		}
+		c.MaxSandboxes = n
+	}
+	if v := getenv("SANDPOOL_IDLE_TIMEOUT"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("SANDPOOL_IDLE_TIMEOUT: %q is not a number of seconds", v)
+		}
+		c.IdleTimeout = f
+	}
+	return nil
+}
+
+// override copies every flag that was set.
+func (c *Config) override(f Config) {
+	for _, p := range []struct{ dst, src *string }{
+		{&c.Listen, &f.Listen}, {&c.StateDir, &f.StateDir}, {&c.RunscPath, &f.RunscPath},
+		{&c.RootfsPath, &f.RootfsPath}, {&c.Platform, &f.Platform},
+		{&c.LogLevel, &f.LogLevel}, {&c.LogFormat, &f.LogFormat},
+	} {
+		if *p.src != "" {
+			*p.dst = *p.src
+		}
+	}
+	if f.MaxSandboxes != 0 {
+		c.MaxSandboxes = f.MaxSandboxes
+	}
+}
+
+// resolve makes paths absolute and finds the default rootfs.
+func (c *Config) resolve() error {
+	if c.RootfsPath == "" {
+		c.RootfsPath = defaultRootfs()
+	}
+	for _, p := range []*string{&c.StateDir, &c.RootfsPath} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return err
+		}
+		*p = abs
+	}
+	return nil
+}
+
+// defaultRootfs is build/rootfs in the working directory, else next to the
+// binary's bin/ directory (where `make` puts both).
+func defaultRootfs() string {
+	if _, err := os.Stat("build/rootfs"); err == nil {
+		return "build/rootfs"
+	}
+	if exe, err := os.Executable(); err == nil {
+		return filepath.Join(filepath.Dir(exe), "..", "build", "rootfs")
+	}
+	return "build/rootfs"
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.RootfsPath == "/" {
+		errs = append(errs, errors.New("rootfs_path must not be the host's /: it would expose every host file"))
+	} else if st, err := os.Stat(filepath.Join(c.RootfsPath, "bin", "sh")); err != nil || st.IsDir() {
+		errs = append(errs, fmt.Errorf("rootfs %s has no /bin/sh: run `make rootfs` or set rootfs_path / --rootfs", c.RootfsPath))
+	}
+	if c.MaxSandboxes <= 0 {
+		errs = append(errs, fmt.Errorf("max_sandboxes must be positive, got %d", c.MaxSandboxes))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("idle_timeout must be >= 0 seconds, got %v", c.IdleTimeout))
+	}
+	if c.MaxMessageBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("max_message_bytes must be at least 1 MiB (code may be that large), got %d", c.MaxMessageBytes))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("shutdown_timeout must be positive, got %v", c.ShutdownTimeout))
+	}
+	switch c.LogFormat {
+	case "auto", "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("log_format must be auto, json or console, got %q", c.LogFormat))
+	}
+	switch c.Platform {
+	case "systrap", "ptrace", "kvm":
+	default:
+		errs = append(errs, fmt.Errorf("platform must be systrap, ptrace or kvm, got %q", c.Platform))
+	}
+	return errors.Join(errs...)
+}
+
+func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }

@@ -1,0 +1,186 @@
+// Command sandpool serves pre-warmed gVisor sandboxes over WebSocket.
+//
+// Usage: sandpool [serve] [flags]. See README.md for the configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandpool/sandpool/pool"
+	"github.com/sandpool/sandpool/runsc"
+	"github.com/sandpool/sandpool/transport"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sandpool:", err)
+		os.Exit(1)
+	}
+}
+
+// run dispatches the subcommand.
+func run(args []string, getenv func(string) string, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		cfg, err := loadConfig(args, getenv)
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return serve(ctx, cfg, newLogger(cfg, stderr))
+	default:
+		return fmt.Errorf("unknown command %q (commands: serve)", cmd)
+	}
+}
+
+// newLogger logs JSON, or human-readable lines when stderr is a terminal.
+func newLogger(cfg Config, w io.Writer) zerolog.Logger {
+	// protoactor logs a "message" attribute; our own text goes in "msg".
+	zerolog.MessageFieldName = "msg"
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil || cfg.LogLevel == "" {
+		level = zerolog.InfoLevel
+	}
+	console := cfg.LogFormat == "console"
+	if cfg.LogFormat == "auto" {
+		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			console = true
+		}
+	}
+	if console {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// serve runs the server until ctx ends, then deletes every sandbox.
+func serve(ctx context.Context, cfg Config, log zerolog.Logger) error {
+	binary, err := runsc.FindBinary(cfg.RunscPath)
+	if err != nil {
+		return err
+	}
+	if err := runsc.CheckFeatures(ctx, binary); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	unlock, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	runner, err := runsc.New(runsc.Config{
+		Binary:   binary,
+		StateDir: cfg.StateDir,
+		Rootfs:   cfg.RootfsPath,
+		Platform: cfg.Platform,
+	})
+	if err != nil {
+		return err
+	}
+	// Whatever a crashed predecessor left under our root goes first.
+	if leftovers, err := runner.Reconcile(ctx); err != nil {
+		return err
+	} else if len(leftovers) > 0 {
+		log.Warn().Strs("containers", leftovers).Msg("deleted sandboxes left by a previous run")
+	}
+
+	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(zerolog.NewSlogHandler(log.With().Str("component", "protoactor").Logger()))
+	}))
+	sandboxes, err := pool.New(pool.Config{
+		System:       system,
+		Runtime:      runner,
+		MaxSandboxes: cfg.MaxSandboxes,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := transport.New(transport.Config{
+		Pool:               sandboxes,
+		Logger:             log,
+		DefaultIdleTimeout: seconds(cfg.IdleTimeout),
+		MaxMessageBytes:    cfg.MaxMessageBytes,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	httpServer := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- httpServer.Serve(ln) }()
+	log.Info().Str("addr", ln.Addr().String()).Str("runsc", binary).Str("rootfs", cfg.RootfsPath).
+		Str("state_dir", cfg.StateDir).Msg("listening")
+
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("shutting down")
+	case err := <-served:
+		log.Error().Err(err).Msg("http server failed")
+	}
+	return shutdown(cfg, log, httpServer, sandboxes, runner, system)
+}
+
+// shutdown stops accepting clients, deletes every sandbox (each client is
+// told), and removes what runsc left, within the configured time.
+func shutdown(cfg Config, log zerolog.Logger, httpServer *http.Server, sandboxes *pool.Pool, runner *runsc.Runner, system *actor.ActorSystem) error {
+	ctx, cancel := context.WithTimeout(context.Background(), seconds(cfg.ShutdownTimeout))
+	defer cancel()
+	// Hijacked WebSocket connections are not closed by Shutdown: the
+	// sandboxes close them as they go.
+	_ = httpServer.Shutdown(ctx)
+	errs := []error{sandboxes.Shutdown(ctx)}
+	_ = httpServer.Close()
+	if leftovers, err := runner.Reconcile(ctx); err != nil {
+		errs = append(errs, err)
+	} else if len(leftovers) > 0 {
+		log.Warn().Strs("containers", leftovers).Msg("deleted sandboxes that outlived their actors")
+	}
+	system.Shutdown()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// lockStateDir makes sure one server owns a state dir: two would delete
+// each other's sandboxes at startup.
+func lockStateDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state dir lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("state dir %s is in use by another sandpool server", dir)
+	}
+	return func() { f.Close() }, nil
+}

@@ -1,0 +1,207 @@
+package runsc
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// FakeExec is what a Fake handler sees of one execution.
+type FakeExec struct {
+	Spec   ProcessSpec
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Killed is closed by Process.Kill or by destroying the sandbox.
+	Killed <-chan struct{}
+}
+
+// Fake is an in-memory Runtime for unit tests. It records calls, counts
+// concurrent creations, and runs executions with Handler.
+type Fake struct {
+	// CreateDelay makes Create take this long (cancelled by its context).
+	CreateDelay time.Duration
+	// CreateErr, when set, decides whether a Create fails.
+	CreateErr func(id string) error
+	// Handler runs an execution and returns its exit code; nil means
+	// DefaultFakeHandler.
+	Handler func(FakeExec) int
+
+	mu          sync.Mutex
+	calls       []string
+	sandboxes   map[string]map[*fakeProcess]struct{}
+	creating    int
+	maxCreating int
+}
+
+var _ Runtime = (*Fake)(nil)
+
+// NewFake returns an empty fake runtime.
+func NewFake() *Fake { return &Fake{sandboxes: map[string]map[*fakeProcess]struct{}{}} }
+
+func (f *Fake) record(format string, args ...any) {
+	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+}
+
+// Calls returns every call made so far, like "create ID" or "exec ID".
+func (f *Fake) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+// MaxConcurrentCreates is the most creations that were ever in flight.
+func (f *Fake) MaxConcurrentCreates() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.maxCreating
+}
+
+// Live returns the ids of the sandboxes that exist.
+func (f *Fake) Live() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := make([]string, 0, len(f.sandboxes))
+	for id := range f.sandboxes {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func (f *Fake) Create(ctx context.Context, id string, _ CreateOptions) error {
+	f.mu.Lock()
+	f.record("create %s", id)
+	f.creating++
+	f.maxCreating = max(f.maxCreating, f.creating)
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.creating--
+		f.mu.Unlock()
+	}()
+	if f.CreateDelay > 0 {
+		select {
+		case <-time.After(f.CreateDelay):
+		case <-ctx.Done():
+			return fmt.Errorf("create sandbox %s: %w", id, ctx.Err())
+		}
+	}
+	if f.CreateErr != nil {
+		if err := f.CreateErr(id); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.sandboxes[id]; ok {
+		return fmt.Errorf("create sandbox %s: already exists", id)
+	}
+	f.sandboxes[id] = map[*fakeProcess]struct{}{}
+	return nil
+}
+
+func (f *Fake) Exec(_ context.Context, id string, spec ProcessSpec) (Process, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("exec %s", id)
+	procs, ok := f.sandboxes[id]
+	if !ok {
+		return nil, fmt.Errorf("exec in sandbox %s: %w", id, ErrNotFound)
+	}
+	p := newFakeProcess()
+	procs[p] = struct{}{}
+	handler := f.Handler
+	if handler == nil {
+		handler = DefaultFakeHandler
+	}
+	go func() {
+		code := handler(FakeExec{Spec: spec, Stdin: p.stdinR, Stdout: p.stdoutW, Stderr: p.stderrW, Killed: p.killed})
+		_ = p.stdoutW.Close()
+		_ = p.stderrW.Close()
+		_ = p.stdinR.Close()
+		f.mu.Lock()
+		delete(f.sandboxes[id], p)
+		f.mu.Unlock()
+		p.exit <- code
+	}()
+	return p, nil
+}
+
+func (f *Fake) Destroy(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("destroy %s", id)
+	for p := range f.sandboxes[id] {
+		p.kill()
+	}
+	delete(f.sandboxes, id)
+	return nil
+}
+
+func (f *Fake) List(context.Context) ([]string, error) { return f.Live(), nil }
+
+// DefaultFakeHandler interprets the last argument (the code): "sleep" blocks
+// until killed, "cat" copies stdin to stdout, "exit N" exits with N,
+// "stderr X" writes X to stderr, anything else is echoed to stdout.
+func DefaultFakeHandler(e FakeExec) int {
+	code := ""
+	if len(e.Spec.Args) > 0 {
+		code = e.Spec.Args[len(e.Spec.Args)-1]
+	}
+	switch {
+	case code == "sleep":
+		<-e.Killed
+		return 137
+	case code == "cat":
+		done := make(chan struct{})
+		go func() { _, _ = io.Copy(e.Stdout, e.Stdin); close(done) }()
+		select {
+		case <-done:
+			return 0
+		case <-e.Killed:
+			return 137
+		}
+	case strings.HasPrefix(code, "exit "):
+		n, _ := strconv.Atoi(strings.TrimPrefix(code, "exit "))
+		return n
+	case strings.HasPrefix(code, "stderr "):
+		_, _ = io.WriteString(e.Stderr, strings.TrimPrefix(code, "stderr "))
+		return 0
+	default:
+		_, _ = io.WriteString(e.Stdout, code)
+		return 0
+	}
+}
+
+type fakeProcess struct {
+	stdinR           *io.PipeReader
+	stdinW           *io.PipeWriter
+	stdoutR, stderrR *io.PipeReader
+	stdoutW, stderrW *io.PipeWriter
+	killed           chan struct{}
+	killOnce         sync.Once
+	exit             chan int
+}
+
+func newFakeProcess() *fakeProcess {
+	p := &fakeProcess{killed: make(chan struct{}), exit: make(chan int, 1)}
+	p.stdinR, p.stdinW = io.Pipe()
+	p.stdoutR, p.stdoutW = io.Pipe()
+	p.stderrR, p.stderrW = io.Pipe()
+	return p
+}
+
+func (p *fakeProcess) kill() { p.killOnce.Do(func() { close(p.killed) }) }
+
+func (p *fakeProcess) Stdin() io.WriteCloser { return p.stdinW }
+func (p *fakeProcess) Stdout() io.Reader     { return p.stdoutR }
+func (p *fakeProcess) Stderr() io.Reader     { return p.stderrR }
+func (p *fakeProcess) Wait() (int, error)    { return <-p.exit, nil }
+func (p *fakeProcess) Kill(context.Context) error {
+	p.kill()
+	return nil
+}

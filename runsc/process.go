@@ -1,0 +1,189 @@
+package runsc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Exec starts spec in sandbox id with `runsc exec`. The process spec goes
+// through a file in the sandbox's private bundle, so arguments (the code)
+// may be far larger than the host's per-argument limit.
+func (r *Runner) Exec(ctx context.Context, id string, spec ProcessSpec) (Process, error) {
+	bundle := r.BundleDir(id)
+	name := nextExecName()
+	specPath := filepath.Join(bundle, name+".json")
+	pidPath := filepath.Join(bundle, name+".pid")
+	if err := writeJSON(specPath, processSpec(spec)); err != nil {
+		return nil, fmt.Errorf("exec in sandbox %s: %w", id, err)
+	}
+	p, err := r.startProcess(id, specPath, pidPath)
+	if err != nil {
+		_ = os.Remove(specPath)
+		return nil, fmt.Errorf("exec in sandbox %s: %w", id, err)
+	}
+	return p, nil
+}
+
+func (r *Runner) startProcess(id, specPath, pidPath string) (*cliProcess, error) {
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		closeAll(stdinR, stdinW)
+		return nil, err
+	}
+	stderrR, stderrW, err := os.Pipe()
+	if err != nil {
+		closeAll(stdinR, stdinW, stdoutR, stdoutW)
+		return nil, err
+	}
+	cmd := r.command("exec", "--process="+specPath, "--internal-pid-file="+pidPath, id)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, stdoutW, stderrW
+	if err := cmd.Start(); err != nil {
+		closeAll(stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW)
+		return nil, err
+	}
+	// The child has its copies; ours would keep the pipes open forever.
+	closeAll(stdinR, stdoutW, stderrW)
+
+	p := &cliProcess{
+		runner:  r,
+		id:      id,
+		pid:     cmd.Process.Pid,
+		pidPath: pidPath,
+		stdin:   stdinW,
+		stdout:  &drainReader{f: stdoutR},
+		stderr:  &drainReader{f: stderrR},
+		exited:  make(chan struct{}),
+	}
+	// The one goroutine that waits for runsc exec.
+	go func() {
+		err := cmd.Wait()
+		p.exitCode = exitCode(cmd, err)
+		if p.exitCode < 0 {
+			p.waitErr = err
+		}
+		close(p.exited)
+		// Output still buffered in the pipes arrives within the drain
+		// window; an orphan holding them open cannot stall the stream.
+		deadline := time.Now().Add(r.cfg.OutputDrain)
+		_ = stdoutR.SetReadDeadline(deadline)
+		_ = stderrR.SetReadDeadline(deadline)
+		_ = os.Remove(specPath)
+		_ = os.Remove(pidPath)
+	}()
+	return p, nil
+}
+
+func exitCode(cmd *exec.Cmd, err error) int {
+	if cmd.ProcessState == nil {
+		return -1
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		_ = f.Close()
+	}
+}
+
+// cliProcess is an execution run by a host `runsc exec` process.
+type cliProcess struct {
+	runner  *Runner
+	id      string
+	pid     int // host pid of runsc exec (leader of its own group)
+	pidPath string
+	stdin   *os.File
+	stdout  *drainReader
+	stderr  *drainReader
+
+	exited   chan struct{}
+	exitCode int
+	waitErr  error
+}
+
+func (p *cliProcess) Stdin() io.WriteCloser { return p.stdin }
+func (p *cliProcess) Stdout() io.Reader     { return p.stdout }
+func (p *cliProcess) Stderr() io.Reader     { return p.stderr }
+
+func (p *cliProcess) Wait() (int, error) {
+	<-p.exited
+	_ = p.stdin.Close()
+	if p.waitErr != nil {
+		return -1, fmt.Errorf("exec in sandbox %s: %w", p.id, p.waitErr)
+	}
+	return p.exitCode, nil
+}
+
+// Kill signals the process group inside the sandbox: runsc exec makes every
+// executed process the leader of a new session and group, so the in-sandbox
+// pid is the group id.
+func (p *cliProcess) Kill(ctx context.Context) error {
+	pgid, err := p.sandboxPID(ctx)
+	if err != nil {
+		return err
+	}
+	if pgid == 0 {
+		return nil // already gone
+	}
+	_, err = p.runner.run(ctx, "kill", "--pgid="+strconv.Itoa(pgid), p.id, "KILL")
+	select {
+	case <-p.exited:
+		return nil // it died anyway; the group may have been gone already
+	default:
+	}
+	if err != nil {
+		return fmt.Errorf("kill process group %d in sandbox %s: %w", pgid, p.id, err)
+	}
+	return nil
+}
+
+// sandboxPID waits for runsc exec to report the in-sandbox pid; 0 means the
+// process exited before that mattered.
+func (p *cliProcess) sandboxPID(ctx context.Context) (int, error) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		data, err := os.ReadFile(p.pidPath)
+		if err == nil && len(strings.TrimSpace(string(data))) > 0 {
+			return strconv.Atoi(strings.TrimSpace(string(data)))
+		}
+		select {
+		case <-p.exited:
+			return 0, nil
+		case <-ctx.Done():
+			return 0, fmt.Errorf("kill in sandbox %s: pid not known yet: %w", p.id, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// drainReader reads a pipe until EOF or until the drain deadline set after
+// the process exited, which it reports as EOF.
+type drainReader struct{ f *os.File }
+
+func (d *drainReader) Read(b []byte) (int, error) {
+	n, err := d.f.Read(b)
+	if err != nil {
+		_ = d.f.Close()
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) {
+			err = io.EOF
+		}
+	}
+	return n, err
+}

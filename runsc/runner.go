@@ -1,0 +1,318 @@
+package runsc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config configures a Runner.
+type Config struct {
+	// Binary is the absolute path of runsc.
+	Binary string
+	// StateDir is owned by this runner: runsc's --root and the sandboxes'
+	// bundles live under it.
+	StateDir string
+	// Rootfs is the absolute path of the shared root filesystem.
+	Rootfs string
+	// Platform is runsc's --platform (default systrap).
+	Platform string
+	// Network is runsc's --network (default none).
+	Network string
+	// ExtraFlags are global runsc flags added to every call.
+	ExtraFlags []string
+	// CallTimeout bounds every runsc call that has no shorter deadline.
+	CallTimeout time.Duration
+	// OutputDrain is how long output may still arrive after an execution's
+	// process exited (an orphan holding the pipe cannot stall the stream).
+	OutputDrain time.Duration
+}
+
+// Runner is the real Runtime: it runs the runsc CLI.
+type Runner struct {
+	cfg  Config
+	root string
+}
+
+var _ Runtime = (*Runner)(nil)
+
+// New checks cfg and creates the runner's state directories.
+func New(cfg Config) (*Runner, error) {
+	if !filepath.IsAbs(cfg.Binary) || !filepath.IsAbs(cfg.StateDir) || !filepath.IsAbs(cfg.Rootfs) {
+		return nil, fmt.Errorf("runsc: binary, state dir and rootfs must be absolute paths")
+	}
+	if cfg.Platform == "" {
+		cfg.Platform = "systrap"
+	}
+	if cfg.Network == "" {
+		cfg.Network = "none"
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.OutputDrain <= 0 {
+		cfg.OutputDrain = 250 * time.Millisecond
+	}
+	r := &Runner{cfg: cfg, root: filepath.Join(cfg.StateDir, "runsc")}
+	for _, dir := range []string{r.root, r.bundlesDir()} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("runsc: state dir: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// Root is runsc's --root directory, the source of truth for what exists.
+func (r *Runner) Root() string { return r.root }
+
+func (r *Runner) bundlesDir() string { return filepath.Join(r.cfg.StateDir, "bundles") }
+
+// BundleDir holds a sandbox's config.json and host-side scratch files.
+func (r *Runner) BundleDir(id string) string { return filepath.Join(r.bundlesDir(), id) }
+
+func (r *Runner) globalFlags() []string {
+	flags := []string{
+		"--root=" + r.root,
+		"--platform=" + r.cfg.Platform,
+		"--network=" + r.cfg.Network,
+		// Each sandbox's writes stay in its own memory, never in the shared
+		// rootfs directory (root:self would write filestores there).
+		"--overlay2=root:memory",
+	}
+	return append(flags, r.cfg.ExtraFlags...)
+}
+
+func (r *Runner) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(r.cfg.Binary, append(r.globalFlags(), args...)...)
+	// A group of its own, so a deadline kills runsc and every helper it
+	// forked, never anything of ours.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd
+}
+
+// run executes one runsc call with a deadline and returns its stdout; a
+// failure carries runsc's stderr.
+func (r *Runner) run(ctx context.Context, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	defer cancel()
+	cmd := r.command(args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := startAndWait(ctx, cmd); err != nil {
+		return nil, fmt.Errorf("runsc %s: %w: %s", args[0], err, lastLine(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}
+
+// startAndWait runs cmd, killing its whole process group when ctx ends.
+func startAndWait(ctx context.Context, cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return ctx.Err()
+	}
+}
+
+// lastLine keeps the useful end of runsc's stderr (it logs a lot before the
+// actual error).
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	const max = 512
+	if len(s) > max {
+		s = s[len(s)-max:]
+	}
+	return s
+}
+
+// Create writes the sandbox's bundle and runs it detached. On failure
+// nothing is left behind.
+func (r *Runner) Create(ctx context.Context, id string, opts CreateOptions) (err error) {
+	var undo cleanupStack
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, undo.run())
+		}
+	}()
+	bundle := r.BundleDir(id)
+	if err := os.Mkdir(bundle, 0o700); err != nil {
+		return fmt.Errorf("create sandbox %s: bundle: %w", id, err)
+	}
+	undo.push(func() error { return os.RemoveAll(bundle) })
+
+	spec := BuildSpec(SpecConfig{Rootfs: r.cfg.Rootfs, Env: opts.Env})
+	if err := writeJSON(filepath.Join(bundle, "config.json"), spec); err != nil {
+		return fmt.Errorf("create sandbox %s: %w", id, err)
+	}
+	// The sandbox inherits runsc's stdio, so a pipe would never reach EOF:
+	// runsc's own messages go to a file we read on failure.
+	logPath := filepath.Join(bundle, "runsc.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("create sandbox %s: %w", id, err)
+	}
+	defer logFile.Close()
+
+	undo.push(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return r.delete(ctx, id)
+	})
+	callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	defer cancel()
+	cmd := r.command("run", "--detach", "--bundle="+bundle, id)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := startAndWait(callCtx, cmd); err != nil {
+		msg, _ := os.ReadFile(logPath)
+		return fmt.Errorf("create sandbox %s: runsc run: %w: %s", id, err, lastLine(string(msg)))
+	}
+	undo.release()
+	return nil
+}
+
+// Destroy force-deletes the container and removes its bundle. It is
+// idempotent.
+func (r *Runner) Destroy(ctx context.Context, id string) error {
+	err := r.delete(ctx, id)
+	return errors.Join(err, os.RemoveAll(r.BundleDir(id)))
+}
+
+func (r *Runner) delete(ctx context.Context, id string) error {
+	if _, err := r.run(ctx, "delete", "--force", id); err != nil {
+		if strings.Contains(err.Error(), "does not exist") || strings.Contains(err.Error(), "not found") {
+			return nil
+		}
+		return fmt.Errorf("destroy sandbox %s: %w", id, err)
+	}
+	return nil
+}
+
+// List returns the ids of every container under the runner's root.
+func (r *Runner) List(ctx context.Context) ([]string, error) {
+	out, err := r.run(ctx, "list", "--quiet")
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if id := strings.TrimSpace(sc.Text()); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids, sc.Err()
+}
+
+// Cleanup removes what runsc leaves under the root once every container is
+// gone: the nsfs mount of --network=none stays mounted otherwise.
+func (r *Runner) Cleanup() error {
+	mounts, err := mountsUnder(r.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if err := unix.Unmount(mounts[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mounts[i], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mountsUnder lists mount points at or below dir, in mount order.
+func mountsUnder(dir string) ([]string, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out, nil
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func writeJSON(path string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}
+
+// execCounter makes the per-execution file names unique within a bundle.
+var execCounter atomic.Uint64
+
+func nextExecName() string { return fmt.Sprintf("exec-%d", execCounter.Add(1)) }
+
+// Reconcile deletes every container under the root, every bundle and the
+// mounts runsc left: after a crash, nothing of the previous run survives.
+func (r *Runner) Reconcile(ctx context.Context) ([]string, error) {
+	ids, err := r.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: %w", err)
+	}
+	var errs []error
+	for _, id := range ids {
+		errs = append(errs, r.delete(ctx, id))
+	}
+	entries, err := os.ReadDir(r.bundlesDir())
+	errs = append(errs, err)
+	for _, e := range entries {
+		errs = append(errs, os.RemoveAll(filepath.Join(r.bundlesDir(), e.Name())))
+	}
+	errs = append(errs, r.Cleanup())
+	if err := errors.Join(errs...); err != nil {
+		return ids, fmt.Errorf("reconcile: %w", err)
+	}
+	return ids, nil
+}

@@ -1,0 +1,60 @@
+package runsc
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+// Sentinel errors callers check with errors.Is.
+var (
+	// ErrNotFound means runsc has no container with that id.
+	ErrNotFound = errors.New("container not found")
+	// ErrMissingFeature means the runsc binary is too old for sandpool.
+	ErrMissingFeature = errors.New("runsc lacks a required feature")
+)
+
+// Runtime is what the sandbox actor needs from gVisor. The real one is
+// *Runner; unit tests use *Fake.
+type Runtime interface {
+	// Create creates and starts a sandbox whose init process keeps it alive.
+	Create(ctx context.Context, id string, opts CreateOptions) error
+	// Exec starts a process in a running sandbox. It returns once the
+	// process was started; output is read from the Process.
+	Exec(ctx context.Context, id string, spec ProcessSpec) (Process, error)
+	// Destroy force-deletes the sandbox and everything runsc keeps for it.
+	// Destroying a sandbox that does not exist is not an error.
+	Destroy(ctx context.Context, id string) error
+	// List returns the ids of every container under this runtime's root.
+	List(ctx context.Context) ([]string, error)
+}
+
+// CreateOptions are per-sandbox creation settings.
+type CreateOptions struct {
+	// Env is added to the base environment of every process.
+	Env []string
+}
+
+// ProcessSpec describes one execution inside a sandbox.
+type ProcessSpec struct {
+	Args []string
+	// Env entries ("K=V") override the sandbox's base environment.
+	Env []string
+	// Cwd defaults to /root.
+	Cwd string
+}
+
+// Process is a running execution. Stdout and Stderr reach EOF once the
+// process and everything holding its output pipes are gone (or shortly after
+// the process exits, so an orphan cannot hold the stream open forever).
+type Process interface {
+	Stdin() io.WriteCloser
+	Stdout() io.Reader
+	Stderr() io.Reader
+	// Wait blocks until the process exits and returns its exit code, with
+	// signal deaths reported as 128+signal. Exactly one caller may Wait.
+	Wait() (int, error)
+	// Kill sends SIGKILL to the process's whole process group inside the
+	// sandbox, so children and background jobs die too.
+	Kill(ctx context.Context) error
+}

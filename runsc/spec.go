@@ -1,0 +1,122 @@
+package runsc
+
+import (
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// defaultCwd is where executions start unless they ask for another cwd.
+const defaultCwd = "/root"
+
+// initScript is the sandbox's main process. It only keeps the container
+// alive and reaps orphans: `wait` collects any child, so background jobs
+// left by killed executions never linger as zombies.
+const initScript = `trap 'exit 0' TERM INT; while :; do sleep 2147483647 & wait; done`
+
+// BaseEnv is the environment every process in a sandbox starts with.
+var BaseEnv = []string{
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/root",
+	"LANG=C.UTF-8",
+	"PYTHONUNBUFFERED=1",
+	"TERM=dumb",
+}
+
+// capabilities are Docker's defaults: root inside the sandbox can manage its
+// own files and processes; gVisor, not capabilities, is the boundary.
+var capabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// SpecConfig is what varies between sandboxes' OCI specs.
+type SpecConfig struct {
+	// Rootfs is the absolute host path of the shared root filesystem. It is
+	// the lower layer of a memory-backed overlay, so sandboxes never write it.
+	Rootfs string
+	// Hostname defaults to "sandbox".
+	Hostname string
+	// Env is appended to BaseEnv for the init process.
+	Env []string
+	// Annotations are passed to runsc (for example a rootfs tar to restore).
+	Annotations map[string]string
+}
+
+// BuildSpec returns the OCI spec of a sandbox: its own namespaces, the shared
+// rootfs under an overlay (the runner passes --overlay2=root:memory), and an
+// init process that keeps the container alive.
+func BuildSpec(cfg SpecConfig) *specs.Spec {
+	hostname := cfg.Hostname
+	if hostname == "" {
+		hostname = "sandbox"
+	}
+	return &specs.Spec{
+		Version: specs.Version,
+		Process: processSpec(ProcessSpec{
+			Args: []string{"/bin/sh", "-c", initScript},
+			Env:  cfg.Env,
+		}),
+		// Writable from the sandbox's point of view; the overlay keeps every
+		// write in the sandbox's memory and the host directory untouched.
+		Root:     &specs.Root{Path: cfg.Rootfs, Readonly: false},
+		Hostname: hostname,
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		},
+		Annotations: cfg.Annotations,
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace},
+				{Type: specs.MountNamespace},
+				{Type: specs.NetworkNamespace},
+			},
+		},
+	}
+}
+
+// processSpec is the OCI process for an execution: root inside the sandbox,
+// the base environment with overrides, and /root as the default cwd.
+func processSpec(p ProcessSpec) *specs.Process {
+	cwd := p.Cwd
+	if cwd == "" {
+		cwd = defaultCwd
+	}
+	return &specs.Process{
+		Args: p.Args,
+		Env:  mergeEnv(BaseEnv, p.Env),
+		Cwd:  cwd,
+		User: specs.User{UID: 0, GID: 0},
+		Capabilities: &specs.LinuxCapabilities{
+			Bounding:  capabilities,
+			Effective: capabilities,
+			Permitted: capabilities,
+		},
+		NoNewPrivileges: true,
+	}
+}
+
+// mergeEnv returns base with every "K=V" of overrides replacing base's K.
+func mergeEnv(base, overrides []string) []string {
+	out := make([]string, 0, len(base)+len(overrides))
+	index := make(map[string]int, len(base)+len(overrides))
+	for _, kv := range append(append([]string{}, base...), overrides...) {
+		key := kv
+		for i := 0; i < len(kv); i++ {
+			if kv[i] == '=' {
+				key = kv[:i]
+				break
+			}
+		}
+		if i, ok := index[key]; ok {
+			out[i] = kv
+			continue
+		}
+		index[key] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}

@@ -1,0 +1,283 @@
+package transport
+
+import (
+	"encoding/json"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/sandpool/sandpool/actors"
+)
+
+// hardMessageLimit makes gorilla drop a connection whose frame is absurdly
+// large; frames between MaxMessageBytes and this are discarded unread.
+const hardMessageLimit = 256 << 20
+
+// writeTimeout bounds one socket write; a client that cannot take a frame in
+// this time is dead.
+const writeTimeout = 10 * time.Second
+
+// outboundEvents bounds the events queued for one client. Output is also
+// bounded by the actor's flow window, so this only fills for a client that
+// stopped reading.
+const outboundEvents = 4096
+
+// frame is one client message, or why it could not be read.
+type frame struct {
+	data []byte
+	err  *protocolError
+}
+
+// conn is one WebSocket connection; it is the Sink of its sandbox.
+type conn struct {
+	srv   *Server
+	ws    *websocket.Conn
+	log   zerolog.Logger
+	queue *eventQueue
+	ref   *actors.Ref
+
+	frames     chan frame
+	readerDone chan struct{}
+	writerDone chan struct{}
+	stop       chan struct{}
+	stopOnce   sync.Once
+
+	// gone is set once the sandbox reported its end.
+	gone atomic.Bool
+}
+
+func (s *Server) newConn(ws *websocket.Conn) *conn {
+	c := &conn{
+		srv:        s,
+		ws:         ws,
+		log:        s.log,
+		frames:     make(chan frame),
+		readerDone: make(chan struct{}),
+		writerDone: make(chan struct{}),
+		stop:       make(chan struct{}),
+	}
+	c.queue = newEventQueue(outboundEvents, func() {
+		c.log.Warn().Msg("client too slow: outbound queue full, closing")
+		_ = ws.UnderlyingConn().Close()
+	})
+	ws.SetReadLimit(hardMessageLimit)
+	ws.SetPongHandler(func(string) error { return c.extendDeadline() })
+	go c.readLoop()
+	go c.writeLoop()
+	return c
+}
+
+// Send implements actors.Sink.
+func (c *conn) Send(ev actors.Event) {
+	if ev.Gone {
+		c.gone.Store(true)
+	}
+	c.queue.Send(ev)
+}
+
+func (c *conn) extendDeadline() error {
+	return c.ws.SetReadDeadline(time.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PongWait))
+}
+
+// readLoop reads frames for the handler. Oversized frames are discarded
+// without being held in memory, so one bad frame does not end the session.
+func (c *conn) readLoop() {
+	defer close(c.readerDone)
+	defer close(c.frames)
+	limit := c.srv.cfg.MaxMessageBytes
+	for {
+		_ = c.extendDeadline()
+		kind, r, err := c.ws.NextReader()
+		if err != nil {
+			return
+		}
+		data, err := io.ReadAll(io.LimitReader(r, limit+1))
+		if err != nil {
+			return
+		}
+		f := frame{data: data}
+		switch {
+		case int64(len(data)) > limit:
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return
+			}
+			f = frame{err: badMessage(actors.StatusExecError, "Message too large: the limit is %d bytes.", limit)}
+		case kind != websocket.TextMessage:
+			f = frame{err: badMessage(actors.StatusExecError, "Invalid message: expected a JSON text frame.")}
+		}
+		select {
+		case c.frames <- f:
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+// writeLoop is the only writer of the socket: events in order, pings, and
+// the close frame an event may ask for.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	ping := time.NewTicker(c.srv.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case ev := <-c.queue.ch:
+			if !c.write(ev) {
+				return
+			}
+			if ev.CloseCode != 0 {
+				c.closeWith(ev.CloseCode)
+				return
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
+				return
+			}
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+// wireEvent is an event as JSON (protocol.md §4). Empty keys are omitted;
+// the actor never produces empty output chunks.
+type wireEvent struct {
+	Event        string `json:"event"`
+	Status       string `json:"status,omitempty"`
+	Message      string `json:"message,omitempty"`
+	Data         string `json:"data,omitempty"`
+	SandboxID    string `json:"sandbox_id,omitempty"`
+	SandboxToken string `json:"sandbox_token,omitempty"`
+	ExitCode     *int   `json:"exit_code,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+}
+
+func encodeEvent(ev actors.Event) ([]byte, error) {
+	return json.Marshal(wireEvent{
+		Event: ev.Kind, Status: ev.Status, Message: ev.Message, Data: ev.Data,
+		SandboxID: ev.SandboxID, SandboxToken: ev.Token, ExitCode: ev.ExitCode, Reason: ev.Reason,
+	})
+}
+
+func (c *conn) write(ev actors.Event) bool {
+	defer ev.Release()
+	if ev.Kind == "" {
+		return true // a marker (end of sandbox), nothing to send
+	}
+	data, err := encodeEvent(ev)
+	if err != nil {
+		c.log.Error().Err(err).Msg("encode event")
+		return true
+	}
+	_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
+		return false
+	}
+	return true
+}
+
+// closeWith sends the close frame and gives the client a moment to answer
+// it before the socket is torn down.
+func (c *conn) closeWith(code int) {
+	msg := websocket.FormatCloseMessage(code, "")
+	if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(writeTimeout)); err != nil {
+		return
+	}
+	select {
+	case <-c.readerDone:
+	case <-time.After(2 * time.Second):
+	}
+}
+
+// nextFrame waits for the client's next frame; false means it left.
+func (c *conn) nextFrame(timeout time.Duration) (frame, bool) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case f, ok := <-c.frames:
+		return f, ok
+	case <-t.C:
+		return frame{}, false
+	}
+}
+
+// fail sends an error status (and the error event), closes with code and
+// waits for the close to go out.
+func (c *conn) fail(status, message string, code int) {
+	events := actors.ErrorEvents(status, message)
+	events[len(events)-1].CloseCode = code
+	for _, ev := range events {
+		c.queue.Send(ev)
+	}
+	select {
+	case <-c.writerDone:
+	case <-time.After(writeTimeout):
+	}
+}
+
+// reply sends an error status for a bad client message; the connection
+// stays open.
+func (c *conn) reply(perr *protocolError) {
+	for _, ev := range actors.ErrorEvents(perr.status, perr.message) {
+		c.queue.Send(ev)
+	}
+}
+
+// serve routes the client's frames to the sandbox until either side ends.
+func (c *conn) serve() {
+	for {
+		select {
+		case f, ok := <-c.frames:
+			if !ok {
+				return
+			}
+			c.handle(f)
+		case <-c.writerDone:
+			return
+		}
+	}
+}
+
+func (c *conn) handle(f frame) {
+	if f.err != nil {
+		c.reply(f.err)
+		return
+	}
+	msg, perr := decodeMessage(f.data)
+	if perr != nil {
+		c.reply(perr)
+		return
+	}
+	switch m := msg.(type) {
+	case reconnectRequest:
+		// Nothing is replayed yet: nothing live to resume, so no reply.
+	case checkpointRequest:
+		c.reply(badMessage("SANDBOX_CHECKPOINT_ERROR", "Checkpointing is not enabled on the server."))
+	case snapshotRequest:
+		_ = m
+		c.reply(badMessage("SANDBOX_FILESYSTEM_SNAPSHOT_ERROR", "Filesystem snapshot is not enabled on the server."))
+	default:
+		if c.gone.Load() {
+			c.reply(badMessage(actors.StatusExecError, "The sandbox has been deleted."))
+			return
+		}
+		c.ref.Send(msg)
+	}
+}
+
+// shutdown detaches from the sandbox (which lives on until its idle
+// timeout) and releases the connection's goroutines.
+func (c *conn) shutdown() {
+	if c.ref != nil {
+		c.ref.Send(actors.Detach{Sink: c})
+	}
+	c.stopOnce.Do(func() { close(c.stop) })
+	<-c.writerDone
+	_ = c.ws.Close()
+	<-c.readerDone
+	c.queue.close()
+}

@@ -1,0 +1,208 @@
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/sandpool/sandpool/actors"
+	"github.com/sandpool/sandpool/pool"
+)
+
+// Creator creates sandboxes; *pool.Pool is the real one.
+type Creator interface {
+	Create(ctx context.Context, settings actors.Settings, sink actors.Sink) (*actors.Ref, error)
+	Live() int
+}
+
+// Config configures the transport.
+type Config struct {
+	Pool   Creator
+	Logger zerolog.Logger
+	// DefaultIdleTimeout applies when the init message has no idle_timeout.
+	DefaultIdleTimeout time.Duration
+	// MaxMessageBytes is the largest client frame that is read; a larger
+	// one is discarded unread and answered with an error (default 8 MiB).
+	MaxMessageBytes int64
+	// PingInterval is how often the server pings (default 15 s); a
+	// connection silent for PingInterval+PongWait is dead.
+	PingInterval time.Duration
+	PongWait     time.Duration
+	// InitTimeout bounds the wait for the init message (default 30 s).
+	InitTimeout time.Duration
+	// MaxExecuteBody bounds POST /execute bodies (default 1 MiB).
+	MaxExecuteBody int64
+}
+
+// Server serves the protocol over HTTP and WebSocket.
+type Server struct {
+	cfg      Config
+	log      zerolog.Logger
+	upgrader websocket.Upgrader
+	mux      *http.ServeMux
+}
+
+// New builds the handlers.
+func New(cfg Config) (*Server, error) {
+	if cfg.Pool == nil {
+		return nil, errors.New("transport: a pool is required")
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 8 << 20
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 15 * time.Second
+	}
+	if cfg.PongWait <= 0 {
+		cfg.PongWait = 15 * time.Second
+	}
+	if cfg.InitTimeout <= 0 {
+		cfg.InitTimeout = 30 * time.Second
+	}
+	if cfg.MaxExecuteBody <= 0 {
+		cfg.MaxExecuteBody = 1 << 20
+	}
+	s := &Server{
+		cfg: cfg,
+		log: cfg.Logger,
+		upgrader: websocket.Upgrader{
+			ReadBufferSize:  32 << 10,
+			WriteBufferSize: 32 << 10,
+			// Clients are programs, not pages; the token guards attach.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+		mux: http.NewServeMux(),
+	}
+	s.mux.HandleFunc("GET /create", s.handleCreate)
+	s.mux.HandleFunc("GET /attach/{id}", s.handleAttach)
+	s.mux.HandleFunc("GET /status", s.handleStatus)
+	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
+	s.mux.HandleFunc("POST /execute", s.handleExecute)
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"message": "Server is running"})
+	})
+	return s, nil
+}
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Handle adds another route (metrics, pprof) to the same port.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "sandboxes": s.cfg.Pool.Live()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// handleCreate runs one /create connection: init, creation, then the
+// client's messages until either side ends it.
+func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader already answered with an HTTP error
+	}
+	c := s.newConn(ws)
+	defer c.shutdown()
+
+	frame, ok := c.nextFrame(s.cfg.InitTimeout)
+	if !ok {
+		return // dropped before saying anything: nothing was created
+	}
+	if frame.err != nil {
+		c.fail(actors.StatusCreationError, frame.err.message, actors.CloseError)
+		return
+	}
+	init, err := decodeInit(frame.data, s.cfg.DefaultIdleTimeout)
+	if err != nil {
+		c.fail(actors.StatusCreationError, err.Error(), actors.CloseError)
+		return
+	}
+	if msg := unsupportedInit(init); msg != "" {
+		c.fail(actors.StatusCreationError, msg, actors.CloseError)
+		return
+	}
+	c.queue.Send(actors.Event{Kind: actors.EventStatus, Status: actors.StatusCreating})
+
+	// Creation is cancelled (and the sandbox killed) if the client leaves.
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-c.readerDone:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	ref, err := s.cfg.Pool.Create(ctx, actors.Settings{IdleTimeout: init.IdleTimeout}, c)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn().Err(err).Msg("create failed")
+		}
+		c.fail(actors.StatusCreationError, creationMessage(err), actors.CloseError)
+		return
+	}
+	c.ref = ref
+	c.log = s.log.With().Str("sandbox_id", ref.ID).Logger()
+	c.queue.Send(actors.Event{Kind: actors.EventSandboxID, SandboxID: ref.ID, Token: ref.Token})
+	c.queue.Send(actors.Event{Kind: actors.EventStatus, Status: actors.StatusRunning})
+	c.log.Info().Dur("idle_timeout", init.IdleTimeout).Msg("sandbox created")
+	c.serve()
+}
+
+// unsupportedInit names the features this server cannot give the client.
+func unsupportedInit(init Init) string {
+	switch {
+	case init.SnapshotName != "":
+		return "Filesystem snapshot is not enabled on the server."
+	case init.EnableCheckpoint || init.EnableHandoff || init.EnableIdleAutoCheckpoint:
+		return "Checkpointing is not enabled on the server."
+	}
+	return ""
+}
+
+func creationMessage(err error) string {
+	switch {
+	case errors.Is(err, pool.ErrNoCapacity):
+		return "Sandbox capacity reached: " + err.Error()
+	case errors.Is(err, pool.ErrShuttingDown):
+		return "The server is shutting down."
+	default:
+		return "Failed to create the sandbox: " + err.Error()
+	}
+}
+
+// handleAttach refuses attach until attach is implemented: the sandbox is
+// reported as not found (close 1011), after the token check protocol.md
+// asks for first.
+func (s *Server) handleAttach(w http.ResponseWriter, r *http.Request) {
+	if _, ok := r.URL.Query()["sandbox_token"]; !ok {
+		http.Error(w, "sandbox_token is required", http.StatusForbidden)
+		return
+	}
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	c := s.newConn(ws)
+	defer c.shutdown()
+	if r.URL.Query().Get("sandbox_token") == "" {
+		c.fail(actors.StatusPermissionDenial, "Sandbox token is missing.", actors.CloseError)
+		return
+	}
+	c.fail(actors.StatusNotFound, "Sandbox not found: "+truncate(r.PathValue("id"), 64), actors.CloseNotFound)
+}
