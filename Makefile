@@ -45,3 +45,23 @@ $(ROOTFS)/.sandpool-rootfs:
 	mv $(ROOTFS).tmp $(ROOTFS)
 
 deps: runsc rootfs
+
+# Serve on 127.0.0.1:8080 with state under var/ (git-ignored).
+run: deps build
+	$(SANDPOOL) serve --state-dir $(STATE_DIR) $(ARGS)
+
+# Unit tests (fake runtime) and integration tests (real runsc and rootfs,
+# which `deps` installs). CI=true turns a missing runsc or rootfs into a
+# failure instead of a skip.
+test: deps fmt-check vet
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; find . -name '*.go' -not -path './build/*' -not -path './clients/*') | sort -u); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf $(CURDIR)/bin/sandpool

@@ -294,10 +294,20 @@ func (s *Sandbox) onExecute(msg Execute) {
 		seq := e.seq
 		e.timer = time.AfterFunc(msg.Timeout, func() { s.send(execTimedOut{seq: seq}) })
 	}
-	go func() {
-		proc, err := s.cfg.Runtime.Exec(context.Background(), s.cfg.ID, spec)
-		s.send(execStarted{seq: e.seq, proc: proc, err: err})
-	}()
+	go s.run(e.seq, spec, e.stdin, e.window)
+}
+
+// run owns one process from start to exit: it feeds stdin, streams the
+// output and reports the exit, whatever became of the actor meanwhile, so a
+// process never outlives its pipes' readers.
+func (s *Sandbox) run(seq int, spec runsc.ProcessSpec, stdin <-chan []byte, w *window) {
+	proc, err := s.cfg.Runtime.Exec(context.Background(), s.cfg.ID, spec)
+	s.send(execStarted{seq: seq, proc: proc, err: err})
+	if err != nil {
+		return
+	}
+	go writeStdin(proc.Stdin(), stdin)
+	s.collect(seq, proc, w)
 }
 
 func (s *Sandbox) notRunningMessage() string {
@@ -310,9 +320,6 @@ func (s *Sandbox) notRunningMessage() string {
 func (s *Sandbox) onExecStarted(msg execStarted) {
 	e := s.exec
 	if e == nil || e.seq != msg.seq {
-		if msg.proc != nil { // stopped meanwhile: the sandbox is going away
-			go drain(msg.proc)
-		}
 		return
 	}
 	if msg.err != nil {
@@ -322,9 +329,10 @@ func (s *Sandbox) onExecStarted(msg execStarted) {
 		return
 	}
 	e.proc = msg.proc
+	if s.state == StateStopping {
+		return // the process dies with the sandbox; DONE follows
+	}
 	s.emit(statusEvent(StatusExecRunning))
-	go writeStdin(msg.proc.Stdin(), e.stdin)
-	go s.collect(e.seq, msg.proc, e.window)
 	if e.killWanted {
 		s.startKill(e, ReasonKilled)
 	}
@@ -371,7 +379,9 @@ func (s *Sandbox) readOutput(seq int, kind string, r io.Reader, w *window) {
 
 func (s *Sandbox) onOutput(msg execOutput) {
 	ev := Event{Kind: msg.kind, Data: msg.text, credit: msg.credit}
-	if s.exec == nil || s.exec.seq != msg.seq {
+	// Once the sandbox is being deleted, what still arrives is runsc's
+	// complaint about the vanished container, not the program's output.
+	if s.exec == nil || s.exec.seq != msg.seq || s.state == StateStopping {
 		ev.Release()
 		return
 	}
@@ -667,6 +677,7 @@ func (s *Sandbox) onStopping() {
 		s.cancelCreate()
 	}
 	s.reply(ErrShuttingDown)
+	s.endExecution()
 	if s.destroyed || s.state == StateStopped {
 		return
 	}
@@ -676,11 +687,4 @@ func (s *Sandbox) onStopping() {
 		s.log.Error().Err(err).Msg("destroy on stop")
 	}
 	s.destroyed = true
-}
-
-// drain reads and discards a process nobody wants anymore.
-func drain(p runsc.Process) {
-	go func() { _, _ = io.Copy(io.Discard, p.Stderr()) }()
-	_, _ = io.Copy(io.Discard, p.Stdout())
-	_, _ = p.Wait()
 }
