@@ -44,6 +44,12 @@ type Pool struct {
 	root *actor.RootContext
 	pid  *actor.PID
 	live atomic.Int64
+	// closed is set by Shutdown: the supervisor may be gone, so Create
+	// must not wait for its answer.
+	closed atomic.Bool
+	// stopped is closed once the supervisor is gone; a request that raced
+	// with Shutdown stops waiting on it.
+	stopped chan struct{}
 }
 
 // New spawns the supervisor actor.
@@ -54,7 +60,7 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.MaxSandboxes <= 0 {
 		return nil, fmt.Errorf("pool: max sandboxes must be positive, got %d", cfg.MaxSandboxes)
 	}
-	p := &Pool{cfg: cfg, root: cfg.System.Root}
+	p := &Pool{cfg: cfg, root: cfg.System.Root, stopped: make(chan struct{})}
 	sup := &supervisor{pool: p, children: map[string]*actor.PID{}}
 	// Sandbox actors own OS resources: a failing one is stopped (its
 	// Stopping handler destroys the sandbox), never restarted empty.
@@ -76,11 +82,16 @@ func (p *Pool) Live() int { return int(p.live.Load()) }
 // Create starts a sandbox for a client and waits until it runs. If ctx ends
 // first, the sandbox is killed.
 func (p *Pool) Create(ctx context.Context, settings actors.Settings, sink actors.Sink) (*actors.Ref, error) {
+	if p.closed.Load() {
+		return nil, ErrShuttingDown
+	}
 	reply := make(chan createResult, 1)
 	p.root.Send(p.pid, createRequest{settings: settings, sink: sink, reply: reply})
 	var res createResult
 	select {
 	case res = <-reply:
+	case <-p.stopped:
+		return nil, ErrShuttingDown
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -102,11 +113,15 @@ func (p *Pool) Create(ctx context.Context, settings actors.Settings, sink actors
 // Shutdown destroys every sandbox and stops the supervisor; it returns when
 // all are gone or ctx ends.
 func (p *Pool) Shutdown(ctx context.Context) error {
+	if !p.closed.CompareAndSwap(false, true) {
+		return nil
+	}
 	done := make(chan struct{})
 	p.root.Send(p.pid, shutdownRequest{done: done})
 	select {
 	case <-done:
 		p.root.Stop(p.pid)
+		close(p.stopped)
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("pool shutdown: %d sandboxes left: %w", p.Live(), ctx.Err())

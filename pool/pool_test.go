@@ -1,0 +1,115 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sandpool/sandpool/actors"
+	"github.com/sandpool/sandpool/runsc"
+)
+
+type nopSink struct{}
+
+func (nopSink) Send(ev actors.Event) { ev.Release() }
+
+func newPool(t *testing.T, rt *runsc.Fake, max int) *Pool {
+	t.Helper()
+	p, err := New(Config{System: actor.NewActorSystem(), Runtime: rt, MaxSandboxes: max, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	return p
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	_, err := New(Config{Runtime: runsc.NewFake(), MaxSandboxes: 1})
+	assert.Error(t, err)
+	_, err = New(Config{System: actor.NewActorSystem(), Runtime: runsc.NewFake(), MaxSandboxes: 0})
+	assert.Error(t, err)
+}
+
+func TestCapacityCountsCreatingSandboxes(t *testing.T) {
+	rt := runsc.NewFake()
+	rt.CreateDelay = 200 * time.Millisecond
+	p := newPool(t, rt, 2)
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = p.Create(context.Background(), actors.Settings{}, nopSink{})
+		}()
+	}
+	wg.Wait()
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			assert.ErrorIs(t, err, ErrNoCapacity)
+			failed++
+		}
+	}
+	assert.Equal(t, 1, failed, "two fit, the third is refused while they are still creating")
+	assert.Equal(t, 2, p.Live())
+
+	require.NoError(t, p.Shutdown(context.Background()))
+	assert.Empty(t, rt.Live())
+	assert.Equal(t, 0, p.Live())
+}
+
+func TestKilledSandboxFreesItsSlot(t *testing.T) {
+	rt := runsc.NewFake()
+	p := newPool(t, rt, 1)
+	ref, err := p.Create(context.Background(), actors.Settings{}, nopSink{})
+	require.NoError(t, err)
+	ref.Send(actors.KillSandbox{})
+	require.Eventually(t, func() bool { return p.Live() == 0 }, 2*time.Second, 5*time.Millisecond)
+	_, err = p.Create(context.Background(), actors.Settings{}, nopSink{})
+	require.NoError(t, err)
+	require.NoError(t, p.Shutdown(context.Background()))
+}
+
+func TestCreateFailureIsReportedAndCleaned(t *testing.T) {
+	rt := runsc.NewFake()
+	rt.CreateErr = func(string) error { return errors.New("no luck") }
+	p := newPool(t, rt, 1)
+	_, err := p.Create(context.Background(), actors.Settings{}, nopSink{})
+	require.ErrorContains(t, err, "no luck")
+	require.Eventually(t, func() bool { return p.Live() == 0 }, 2*time.Second, 5*time.Millisecond)
+	require.NoError(t, p.Shutdown(context.Background()))
+}
+
+func TestCancelledCreateKillsTheSandbox(t *testing.T) {
+	rt := runsc.NewFake()
+	rt.CreateDelay = time.Minute
+	p := newPool(t, rt, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := p.Create(ctx, actors.Settings{}, nopSink{})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Eventually(t, func() bool { return p.Live() == 0 }, 2*time.Second, 5*time.Millisecond)
+	assert.Empty(t, rt.Live())
+}
+
+func TestShutdownDeletesEverySandboxAndRefusesNewOnes(t *testing.T) {
+	rt := runsc.NewFake()
+	p := newPool(t, rt, 10)
+	for i := 0; i < 5; i++ {
+		_, err := p.Create(context.Background(), actors.Settings{}, nopSink{})
+		require.NoError(t, err)
+	}
+	require.Len(t, rt.Live(), 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	require.NoError(t, p.Shutdown(ctx))
+	assert.Empty(t, rt.Live())
+	_, err := p.Create(context.Background(), actors.Settings{}, nopSink{})
+	assert.ErrorIs(t, err, ErrShuttingDown)
+	assert.NoError(t, p.Shutdown(ctx), "Shutdown is idempotent")
+}
