@@ -11,7 +11,7 @@ SANDPOOL := $(CURDIR)/bin/sandpool
 # Debian's mirror as this machine's own apt sources name it (never hard-coded).
 DEBIAN_MIRROR ?= $(shell awk '/^URIs:/ {print $$2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || awk '/^deb / {print $$2; exit}' /etc/apt/sources.list)
 
-.PHONY: all build runsc rootfs deps run test unit integration vet fmt-check bench clean
+.PHONY: all build runsc rootfs deps run test vet fmt-check bench clean
 
 all: build
 
@@ -65,3 +65,8 @@ fmt-check:
 
 clean:
 	rm -rf $(CURDIR)/bin/sandpool
+
+# Latency of sandpool against raw runsc, measured in one run; rewrites
+# docs/benchmarks.md.
+bench: deps
+	bash tests/bench.sh

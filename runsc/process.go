@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Exec starts spec in sandbox id with `runsc exec`. The process spec goes
@@ -175,10 +177,21 @@ func (p *cliProcess) sandboxPID(ctx context.Context) (int, error) {
 
 // drainReader reads a pipe until EOF or until the drain deadline set after
 // the process exited, which it reports as EOF.
-type drainReader struct{ f *os.File }
+type drainReader struct {
+	f *os.File
+	// Once the deadline passed, left is what the pipe still held then: a
+	// slow reader (a full flow window) must not lose what the process wrote,
+	// yet an orphan that keeps writing must not hold the stream open.
+	deadlinePassed bool
+	left           int
+}
 
 func (d *drainReader) Read(b []byte) (int, error) {
 	n, err := d.f.Read(b)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// Past the deadline Go's Read fails without looking at the pipe.
+		n, err = d.readBuffered(b)
+	}
 	if err != nil {
 		_ = d.f.Close()
 		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) {
@@ -186,4 +199,37 @@ func (d *drainReader) Read(b []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// readBuffered reads, without waiting, from what the pipe held when the
+// drain deadline passed; io.EOF once that is consumed.
+func (d *drainReader) readBuffered(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	rc, err := d.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	n, rerr := 0, error(io.EOF)
+	cerr := rc.Control(func(fd uintptr) {
+		if !d.deadlinePassed {
+			d.deadlinePassed = true
+			// TIOCINQ is FIONREAD: the bytes waiting in the pipe.
+			if left, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ); err == nil {
+				d.left = left
+			}
+		}
+		if d.left <= 0 {
+			return
+		}
+		if m, err := unix.Read(int(fd), b[:min(len(b), d.left)]); err == nil && m > 0 {
+			n, rerr = m, nil
+			d.left -= m
+		}
+	})
+	if cerr != nil {
+		return 0, cerr
+	}
+	return n, rerr
 }

@@ -100,7 +100,7 @@ func dial(url string) (*client, error) {
 }
 
 // mustDial opens a connection that is closed when the test ends.
-func mustDial(t *testing.T, s *server, path string) *client {
+func mustDial(t testing.TB, s *server, path string) *client {
 	t.Helper()
 	c, err := dial(s.wsURL(path))
 	require.NoError(t, err)
@@ -119,14 +119,14 @@ func (c *client) sendJSONE(v any) error {
 	return c.conn.WriteJSON(v)
 }
 
-func (c *client) sendJSON(t *testing.T, v any) {
+func (c *client) sendJSON(t testing.TB, v any) {
 	t.Helper()
 	require.NoError(t, c.sendJSONE(v), "send %v", v)
 }
 
 // sendText writes a raw text frame (used for frames that are not valid
 // messages).
-func (c *client) sendText(t *testing.T, data []byte) {
+func (c *client) sendText(t testing.TB, data []byte) {
 	t.Helper()
 	_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	require.NoError(t, c.conn.WriteMessage(websocket.TextMessage, data), "send text frame of %d bytes", len(data))
@@ -170,7 +170,7 @@ func (c *client) readE(timeout time.Duration) (event, error) {
 }
 
 // next reads the next event or fails the test.
-func (c *client) next(t *testing.T, timeout time.Duration) event {
+func (c *client) next(t testing.TB, timeout time.Duration) event {
 	t.Helper()
 	ev, err := c.readE(timeout)
 	require.NoError(t, err, "waiting %s for the next event", timeout)
@@ -178,7 +178,7 @@ func (c *client) next(t *testing.T, timeout time.Duration) event {
 }
 
 // expectStatus requires that the very next event is the given status.
-func (c *client) expectStatus(t *testing.T, status string) event {
+func (c *client) expectStatus(t testing.TB, status string) event {
 	t.Helper()
 	ev := c.next(t, eventTimeout)
 	require.True(t, ev.isStatus(status), "want status %s, got %s", status, ev)
@@ -187,7 +187,7 @@ func (c *client) expectStatus(t *testing.T, status string) event {
 
 // expectStatuses requires exactly this sequence of status updates, all
 // within timeout.
-func (c *client) expectStatuses(t *testing.T, timeout time.Duration, statuses ...string) {
+func (c *client) expectStatuses(t testing.TB, timeout time.Duration, statuses ...string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for i, want := range statuses {
@@ -199,7 +199,7 @@ func (c *client) expectStatuses(t *testing.T, timeout time.Duration, statuses ..
 // expectError requires an error status (exactly want, or any SANDBOX_*_ERROR
 // when want is "") immediately followed by the "error" event, and returns
 // the status event.
-func (c *client) expectError(t *testing.T, want string) event {
+func (c *client) expectError(t testing.TB, want string) event {
 	t.Helper()
 	ev := c.next(t, eventTimeout)
 	require.Equal(t, "status_update", ev.Event, "want an error status, got %s", ev)
@@ -218,7 +218,7 @@ func (c *client) expectError(t *testing.T, want string) event {
 
 // expectClose requires that the server closes the connection next, with the
 // given close code.
-func (c *client) expectClose(t *testing.T, code int) {
+func (c *client) expectClose(t testing.TB, code int) {
 	t.Helper()
 	ev, err := c.readE(eventTimeout)
 	require.Error(t, err, "want close %d, got event %s", code, ev)
@@ -272,7 +272,7 @@ func wantStatus(ev event, status string) error {
 
 // createSandbox opens /create, creates a sandbox and returns the connection
 // that drives it.
-func createSandbox(t *testing.T, s *server, init any) (*client, created) {
+func createSandbox(t testing.TB, s *server, init any) (*client, created) {
 	t.Helper()
 	c := mustDial(t, s, "/create")
 	sb, err := c.createE(init)
@@ -343,7 +343,7 @@ func (c *client) collectE(deadline time.Time) (result, error) {
 
 // run executes code and returns its result, failing the test on any
 // protocol deviation.
-func (c *client) run(t *testing.T, language, code string) result {
+func (c *client) run(t testing.TB, language, code string) result {
 	t.Helper()
 	res, err := c.runE(language, code)
 	require.NoError(t, err, "%s: %s", language, truncate(code, 200))
@@ -351,7 +351,7 @@ func (c *client) run(t *testing.T, language, code string) result {
 }
 
 // collect reads the running execution's output until DONE.
-func (c *client) collect(t *testing.T) result {
+func (c *client) collect(t testing.TB) result {
 	t.Helper()
 	res, err := c.collectE(time.Now().Add(execTimeout))
 	require.NoError(t, err)
@@ -360,7 +360,7 @@ func (c *client) collect(t *testing.T) result {
 
 // killSandbox sends kill_sandbox and checks the full kill sequence and the
 // normal close.
-func (c *client) killSandbox(t *testing.T) {
+func (c *client) killSandbox(t testing.TB) {
 	t.Helper()
 	c.sendJSON(t, map[string]any{"action": "kill_sandbox"})
 	c.expectStatuses(t, eventTimeout, statusKilling, statusDeleting, statusDeleted, statusKilled)

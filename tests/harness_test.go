@@ -35,7 +35,7 @@ const (
 
 // server is one running sandpool process owned by one test.
 type server struct {
-	t         *testing.T
+	t         testing.TB
 	cmd       *exec.Cmd
 	addr      string // host:port it listens on
 	stateDir  string // --state-dir, created and removed by the harness
@@ -51,7 +51,7 @@ type server struct {
 // startServer starts sandpool with the standard flags plus extra (for example
 // "--idle-timeout", "2"), waits until it listens, and registers a cleanup
 // that stops it and removes everything it may have left on the host.
-func startServer(t *testing.T, extra ...string) *server {
+func startServer(t testing.TB, extra ...string) *server {
 	t.Helper()
 	requirePrerequisites(t)
 

@@ -116,7 +116,7 @@ func buildServer(out string) error {
 
 // requirePrerequisites skips (or, under CI, never reaches here because
 // TestMain already failed) when the real runtime is unavailable.
-func requirePrerequisites(t *testing.T) {
+func requirePrerequisites(t testing.TB) {
 	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)

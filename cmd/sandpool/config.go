@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -87,7 +88,9 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	if err := cfg.applyEnv(getenv); err != nil {
 		return Config{}, err
 	}
-	cfg.override(flagValues)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	cfg.override(flagValues, set)
 	if *idle != "" {
 		v, err := strconv.ParseFloat(*idle, 64)
 		if err != nil {
@@ -148,18 +151,20 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	return nil
 }
 
-// override copies every flag that was set.
-func (c *Config) override(f Config) {
-	for _, p := range []struct{ dst, src *string }{
-		{&c.Listen, &f.Listen}, {&c.StateDir, &f.StateDir}, {&c.RunscPath, &f.RunscPath},
-		{&c.RootfsPath, &f.RootfsPath}, {&c.Platform, &f.Platform},
-		{&c.LogLevel, &f.LogLevel}, {&c.LogFormat, &f.LogFormat},
+// override copies every flag that was given on the command line (a flag
+// set to its zero value still overrides, so validation sees it).
+func (c *Config) override(f Config, set map[string]bool) {
+	for name, p := range map[string]struct{ dst, src *string }{
+		"listen": {&c.Listen, &f.Listen}, "state-dir": {&c.StateDir, &f.StateDir},
+		"runsc": {&c.RunscPath, &f.RunscPath}, "rootfs": {&c.RootfsPath, &f.RootfsPath},
+		"platform": {&c.Platform, &f.Platform}, "log-level": {&c.LogLevel, &f.LogLevel},
+		"log-format": {&c.LogFormat, &f.LogFormat},
 	} {
-		if *p.src != "" {
+		if set[name] {
 			*p.dst = *p.src
 		}
 	}
-	if f.MaxSandboxes != 0 {
+	if set["max-sandboxes"] {
 		c.MaxSandboxes = f.MaxSandboxes
 	}
 }
@@ -212,6 +217,9 @@ func (c *Config) validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown_timeout must be positive, got %v", c.ShutdownTimeout))
+	}
+	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
+		errs = append(errs, fmt.Errorf("log_level must be debug, info, warn or error, got %q", c.LogLevel))
 	}
 	switch c.LogFormat {
 	case "auto", "json", "console":

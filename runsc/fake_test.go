@@ -1,0 +1,266 @@
+package runsc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// runFake reads both outputs concurrently (the fake's pipes are
+// synchronous, so an unread stream blocks the handler) and waits.
+func runFake(t *testing.T, p Process) (stdout, stderr string, code int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var errOut []byte
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errOut, _ = io.ReadAll(p.Stderr())
+	}()
+	out, err := io.ReadAll(p.Stdout())
+	require.NoError(t, err)
+	wg.Wait()
+	code, err = p.Wait()
+	require.NoError(t, err)
+	return string(out), string(errOut), code
+}
+
+// waitCode waits for the process's exit code without hanging the test.
+func waitCode(t *testing.T, p Process) int {
+	t.Helper()
+	codes := make(chan int, 1)
+	go func() {
+		code, _ := p.Wait()
+		codes <- code
+	}()
+	select {
+	case code := <-codes:
+		return code
+	case <-time.After(3 * time.Second):
+		t.Fatal("process did not exit")
+		return 0
+	}
+}
+
+func TestFakeRecordsCalls(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+
+	require.NoError(t, f.Create(ctx, "a", CreateOptions{}))
+	p, err := f.Exec(ctx, "a", ProcessSpec{Args: []string{"hi"}})
+	require.NoError(t, err)
+	runFake(t, p)
+	require.NoError(t, f.Destroy(ctx, "a"))
+
+	assert.Equal(t, []string{"create a", "exec a", "destroy a"}, f.Calls())
+	// Calls is a copy: callers cannot corrupt the record.
+	f.Calls()[0] = "tampered"
+	assert.Equal(t, "create a", f.Calls()[0])
+}
+
+func TestFakeLiveAndList(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	require.NoError(t, f.Create(ctx, "a", CreateOptions{}))
+	require.NoError(t, f.Create(ctx, "b", CreateOptions{}))
+
+	assert.ElementsMatch(t, []string{"a", "b"}, f.Live())
+	ids, err := f.List(ctx)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"a", "b"}, ids)
+
+	require.NoError(t, f.Destroy(ctx, "a"))
+	assert.Equal(t, []string{"b"}, f.Live())
+	// Destroying what is gone is not an error, as for the real runtime.
+	require.NoError(t, f.Destroy(ctx, "a"))
+}
+
+func TestFakeCreateDuplicateFails(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	require.NoError(t, f.Create(ctx, "a", CreateOptions{}))
+	err := f.Create(ctx, "a", CreateOptions{})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "already exists")
+}
+
+func TestFakeMaxConcurrentCreates(t *testing.T) {
+	const n = 5
+	ctx := context.Background()
+	f := NewFake()
+	// CreateErr runs while a creation is in flight: holding every creation
+	// there until all have arrived makes the overlap certain.
+	var arrived sync.WaitGroup
+	arrived.Add(n)
+	f.CreateErr = func(string) error {
+		arrived.Done()
+		arrived.Wait()
+		return nil
+	}
+
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, f.Create(ctx, string(rune('a'+i)), CreateOptions{}))
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, n, f.MaxConcurrentCreates())
+
+	// Later sequential creations do not lower the high-water mark.
+	f.CreateErr = nil
+	require.NoError(t, f.Create(ctx, "z", CreateOptions{}))
+	assert.Equal(t, n, f.MaxConcurrentCreates())
+}
+
+func TestFakeSequentialCreatesDoNotOverlap(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	for _, id := range []string{"a", "b", "c"} {
+		require.NoError(t, f.Create(ctx, id, CreateOptions{}))
+	}
+	assert.Equal(t, 1, f.MaxConcurrentCreates())
+}
+
+func TestFakeCreateErr(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	boom := errors.New("boom")
+	f.CreateErr = func(id string) error {
+		if id == "bad" {
+			return boom
+		}
+		return nil
+	}
+
+	require.ErrorIs(t, f.Create(ctx, "bad", CreateOptions{}), boom)
+	require.NoError(t, f.Create(ctx, "good", CreateOptions{}))
+	assert.Equal(t, []string{"good"}, f.Live(), "a failed creation leaves nothing")
+	assert.Equal(t, []string{"create bad", "create good"}, f.Calls())
+}
+
+func TestFakeCreateDelayHonoursContext(t *testing.T) {
+	f := NewFake()
+	f.CreateDelay = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- f.Create(ctx, "a", CreateOptions{}) }()
+	// The creation is in flight once it is recorded.
+	require.Eventually(t, func() bool { return len(f.Calls()) == 1 }, 2*time.Second, time.Millisecond)
+	cancel()
+
+	select {
+	case err := <-errc:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(3 * time.Second):
+		t.Fatal("Create ignored its context")
+	}
+	assert.Empty(t, f.Live())
+}
+
+func TestFakeExecUnknownSandbox(t *testing.T) {
+	f := NewFake()
+	_, err := f.Exec(context.Background(), "nope", ProcessSpec{Args: []string{"x"}})
+	require.ErrorIs(t, err, ErrNotFound)
+	assert.Contains(t, err.Error(), "nope")
+}
+
+func TestFakeDestroyKillsRunningProcesses(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	require.NoError(t, f.Create(ctx, "a", CreateOptions{}))
+	p1, err := f.Exec(ctx, "a", ProcessSpec{Args: []string{"sleep"}})
+	require.NoError(t, err)
+	p2, err := f.Exec(ctx, "a", ProcessSpec{Args: []string{"sleep"}})
+	require.NoError(t, err)
+
+	require.NoError(t, f.Destroy(ctx, "a"))
+	assert.Equal(t, 137, waitCode(t, p1))
+	assert.Equal(t, 137, waitCode(t, p2))
+
+	_, err = f.Exec(ctx, "a", ProcessSpec{Args: []string{"x"}})
+	assert.ErrorIs(t, err, ErrNotFound, "a destroyed sandbox runs nothing")
+}
+
+func TestFakeHandlerOverride(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	var got FakeExec
+	f.Handler = func(e FakeExec) int {
+		got = e
+		_, _ = io.WriteString(e.Stdout, "custom")
+		return 7
+	}
+	require.NoError(t, f.Create(ctx, "a", CreateOptions{}))
+	spec := ProcessSpec{Args: []string{"python3", "-c", "x"}, Env: []string{"A=1"}, Cwd: "/tmp"}
+	p, err := f.Exec(ctx, "a", spec)
+	require.NoError(t, err)
+
+	stdout, _, code := runFake(t, p)
+	assert.Equal(t, "custom", stdout)
+	assert.Equal(t, 7, code)
+	assert.Equal(t, spec, got.Spec) // written before Wait returned
+}
+
+func TestDefaultFakeHandler(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		args       []string
+		stdin      string
+		wantStdout string
+		wantStderr string
+		wantCode   int
+	}{
+		{name: "echo", args: []string{"python3", "-c", "hello"}, wantStdout: "hello"},
+		{name: "no args", args: nil},
+		{name: "exit", args: []string{"exit 3"}, wantCode: 3},
+		{name: "exit zero", args: []string{"exit 0"}},
+		{name: "stderr", args: []string{"stderr oops"}, wantStderr: "oops"},
+		{name: "cat", args: []string{"cat"}, stdin: "abc\ndef", wantStdout: "abc\ndef"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := NewFake()
+			require.NoError(t, f.Create(ctx, "a", CreateOptions{}))
+			p, err := f.Exec(ctx, "a", ProcessSpec{Args: tc.args})
+			require.NoError(t, err)
+			go func() {
+				_, _ = io.WriteString(p.Stdin(), tc.stdin)
+				_ = p.Stdin().Close()
+			}()
+
+			stdout, stderr, code := runFake(t, p)
+			assert.Equal(t, tc.wantStdout, stdout)
+			assert.Equal(t, tc.wantStderr, stderr)
+			assert.Equal(t, tc.wantCode, code)
+		})
+	}
+}
+
+func TestDefaultFakeHandlerKill(t *testing.T) {
+	for _, code := range []string{"sleep", "cat"} {
+		t.Run(code, func(t *testing.T) {
+			ctx := context.Background()
+			f := NewFake()
+			require.NoError(t, f.Create(ctx, "a", CreateOptions{}))
+			p, err := f.Exec(ctx, "a", ProcessSpec{Args: []string{code}})
+			require.NoError(t, err)
+
+			require.NoError(t, p.Kill(ctx))
+			require.NoError(t, p.Kill(ctx), "kill is idempotent")
+			assert.Equal(t, 137, waitCode(t, p))
+			// The outputs end with the process.
+			out, err := io.ReadAll(p.Stdout())
+			require.NoError(t, err)
+			assert.Empty(t, out)
+		})
+	}
+}

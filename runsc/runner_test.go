@@ -1,0 +1,743 @@
+package runsc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// These tests run the Runner against a shell script standing in for runsc.
+// None of them is parallel: a script written while another test forks can
+// fail to exec with ETXTBSY.
+
+// fakeRunscHeader logs every call's full argv to $dir/calls, strips the
+// global flags (which runsc takes before the subcommand), and parses the
+// subcommand's arguments into $cmd, $process, $pidfile, $bundle, $pgid and
+// $id (the last argument).
+const fakeRunscHeader = `#!/bin/sh
+dir='%s'
+echo "$*" >> "$dir/calls"
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--*) shift ;;
+	*) break ;;
+	esac
+done
+cmd="$1"
+[ $# -gt 0 ] && shift
+for a in "$@"; do
+	case "$a" in
+	--process=*) process="${a#--process=}" ;;
+	--internal-pid-file=*) pidfile="${a#--internal-pid-file=}" ;;
+	--bundle=*) bundle="${a#--bundle=}" ;;
+	--pgid=*) pgid="${a#--pgid=}" ;;
+	esac
+	id="$a"
+done
+`
+
+// writeScript writes an executable script into dir.
+func writeScript(t *testing.T, dir, name, text string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	require.NoError(t, os.WriteFile(path, []byte(text), 0o755))
+	return path
+}
+
+// fakeRunsc writes a fake runsc whose behaviour is body (a shell snippet,
+// usually a case on $cmd) and returns its path and scratch directory.
+func fakeRunsc(t *testing.T, body string) (bin, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	return writeScript(t, dir, "runsc", fmt.Sprintf(fakeRunscHeader, dir)+body+"\n"), dir
+}
+
+func newTestRunner(t *testing.T, bin string, mod func(*Config)) *Runner {
+	t.Helper()
+	cfg := Config{Binary: bin, StateDir: t.TempDir(), Rootfs: t.TempDir(), CallTimeout: 5 * time.Second}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := New(cfg)
+	require.NoError(t, err)
+	return r
+}
+
+// calls returns the argv of every call the fake runsc received.
+func calls(t *testing.T, dir string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "calls"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	require.NoError(t, err)
+	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+}
+
+// subcommands strips the global flags from every call.
+func subcommands(t *testing.T, r *Runner, dir string) []string {
+	t.Helper()
+	prefix := strings.Join(r.globalFlags(), " ") + " "
+	var out []string
+	for _, c := range calls(t, dir) {
+		require.True(t, strings.HasPrefix(c, prefix), "call %q lacks the global flags %q", c, prefix)
+		out = append(out, strings.TrimPrefix(c, prefix))
+	}
+	return out
+}
+
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	var data []byte
+	require.Eventually(t, func() bool {
+		var err error
+		data, err = os.ReadFile(path)
+		return err == nil && strings.HasSuffix(string(data), "\n")
+	}, 5*time.Second, 5*time.Millisecond, "pid file %s", path)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	return pid
+}
+
+// processGone reports whether pid no longer runs. A zombie counts as gone:
+// the test's pid 1 may never reap orphans.
+func processGone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the parenthesised command name.
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && (s[i+2] == 'Z' || s[i+2] == 'X')
+}
+
+// killOnCleanup kills a process this test's fake runsc started, by pid.
+func killOnCleanup(t *testing.T, pid int) {
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+}
+
+func TestNewRejectsRelativePaths(t *testing.T) {
+	abs := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"relative binary", Config{Binary: "bin/runsc", StateDir: abs, Rootfs: abs}},
+		{"bare binary", Config{Binary: "runsc", StateDir: abs, Rootfs: abs}},
+		{"relative state dir", Config{Binary: "/bin/true", StateDir: "state", Rootfs: abs}},
+		{"relative rootfs", Config{Binary: "/bin/true", StateDir: abs, Rootfs: "build/rootfs"}},
+		{"empty", Config{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.cfg)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "absolute")
+		})
+	}
+}
+
+func TestNewCreatesStateDirsAndDefaults(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "nested", "state")
+	r, err := New(Config{Binary: "/bin/true", StateDir: state, Rootfs: "/srv/rootfs"})
+	require.NoError(t, err)
+
+	assert.Equal(t, filepath.Join(state, "runsc"), r.Root())
+	assert.DirExists(t, r.Root())
+	assert.DirExists(t, filepath.Join(state, "bundles"))
+	assert.Equal(t, filepath.Join(state, "bundles", "abc"), r.BundleDir("abc"))
+	assert.Equal(t, "systrap", r.cfg.Platform)
+	assert.Equal(t, "none", r.cfg.Network)
+	assert.Positive(t, r.cfg.CallTimeout)
+	assert.Positive(t, r.cfg.OutputDrain)
+}
+
+func TestGlobalFlagsComeFirst(t *testing.T) {
+	bin, dir := fakeRunsc(t, `echo ok`)
+	r := newTestRunner(t, bin, func(c *Config) {
+		c.Platform = "ptrace"
+		c.ExtraFlags = []string{"--debug"}
+	})
+
+	_, err := r.List(context.Background())
+	require.NoError(t, err)
+
+	got := calls(t, dir)
+	require.Len(t, got, 1)
+	assert.Equal(t, "--root="+r.Root()+" --platform=ptrace --network=none --overlay2=root:memory --debug list --quiet", got[0])
+}
+
+func TestRunErrorCarriesLastStderrLine(t *testing.T) {
+	bin, _ := fakeRunsc(t, `
+echo "debug noise" >&2
+echo "more noise" >&2
+echo "fatal: the real reason" >&2
+exit 1`)
+	r := newTestRunner(t, bin, nil)
+
+	_, err := r.run(context.Background(), "state", "x")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "runsc state")
+	assert.Contains(t, err.Error(), "fatal: the real reason")
+	assert.NotContains(t, err.Error(), "noise", "only the last line is useful")
+	var exitErr interface{ ExitCode() int }
+	require.ErrorAs(t, err, &exitErr)
+	assert.Equal(t, 1, exitErr.ExitCode())
+}
+
+func TestLastLine(t *testing.T) {
+	long := strings.Repeat("x", 600)
+	for _, tc := range []struct{ name, in, want string }{
+		{"empty", "", ""},
+		{"one line", "boom", "boom"},
+		{"trailing newline", "a\nb\n\n", "b"},
+		{"long line keeps the end", "a\n" + long + "END", long[len(long)-509:] + "END"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, lastLine(tc.in))
+		})
+	}
+}
+
+func TestRunDeadlineKillsProcessGroup(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+sleep 1000 &
+echo $! > "$dir/child"
+wait`)
+	r := newTestRunner(t, bin, func(c *Config) { c.CallTimeout = 200 * time.Millisecond })
+
+	errc := make(chan error, 1)
+	go func() { _, err := r.List(context.Background()); errc <- err }()
+	// Killed on cleanup too, so a runner that leaks it fails instead of
+	// hanging on the pipe the child holds.
+	child := readPID(t, filepath.Join(dir, "child"))
+	killOnCleanup(t, child)
+
+	err := waitErr(t, errc)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	// The background child holds runsc's stdout; it must die with the group
+	// or it would linger and hold the output pipe.
+	require.Eventually(t, func() bool { return processGone(child) }, 2*time.Second, 10*time.Millisecond,
+		"child %d of the timed-out call survived", child)
+}
+
+// waitErr waits a few seconds for a runner call that must end by itself.
+func waitErr(t *testing.T, errc <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(3 * time.Second):
+		t.Fatal("the runsc call did not end at its deadline")
+		return nil
+	}
+}
+
+func TestRunCallerContextCancels(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+sleep 1000 &
+echo $! > "$dir/child"
+wait`)
+	r := newTestRunner(t, bin, nil) // long CallTimeout: the caller's ctx must win
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { _, err := r.List(ctx); errc <- err }()
+	child := readPID(t, filepath.Join(dir, "child"))
+	killOnCleanup(t, child)
+	cancel()
+
+	assert.ErrorIs(t, waitErr(t, errc), context.Canceled)
+	require.Eventually(t, func() bool { return processGone(child) }, 2*time.Second, 10*time.Millisecond)
+}
+
+func TestList(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		body    string
+		want    []string
+		wantErr string
+	}{
+		{"ids", `printf 'a\n\n  b  \nc'`, []string{"a", "b", "c"}, ""},
+		{"none", `:`, nil, ""},
+		{"failure", `echo "cannot read root" >&2; exit 2`, nil, "cannot read root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, dir := fakeRunsc(t, tc.body)
+			r := newTestRunner(t, bin, nil)
+
+			ids, err := r.List(context.Background())
+			if tc.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, ids)
+			assert.Equal(t, []string{"list --quiet"}, subcommands(t, r, dir))
+		})
+	}
+}
+
+func TestDestroy(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		body    string
+		wantErr string
+	}{
+		{"deleted", `:`, ""},
+		{"does not exist", `echo 'container "s1" does not exist' >&2; exit 1`, ""},
+		{"not found", `echo 'loading container: not found' >&2; exit 1`, ""},
+		{"real failure", `echo 'permission denied' >&2; exit 1`, "permission denied"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, dir := fakeRunsc(t, tc.body)
+			r := newTestRunner(t, bin, nil)
+			require.NoError(t, os.MkdirAll(r.BundleDir("s1"), 0o700))
+			require.NoError(t, os.WriteFile(filepath.Join(r.BundleDir("s1"), "config.json"), []byte("{}"), 0o600))
+
+			err := r.Destroy(context.Background(), "s1")
+			if tc.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.wantErr)
+				assert.Contains(t, err.Error(), "s1")
+			} else {
+				require.NoError(t, err)
+			}
+			// The bundle goes either way: it is ours, not runsc's.
+			assert.NoDirExists(t, r.BundleDir("s1"))
+			assert.Equal(t, []string{"delete --force s1"}, subcommands(t, r, dir))
+		})
+	}
+}
+
+func TestDestroyIsIdempotent(t *testing.T) {
+	bin, _ := fakeRunsc(t, `echo 'container "s1" does not exist' >&2; exit 1`)
+	r := newTestRunner(t, bin, nil)
+	require.NoError(t, r.Destroy(context.Background(), "s1"))
+	require.NoError(t, r.Destroy(context.Background(), "s1"))
+}
+
+func TestCreate(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+run)
+	# The bundle must be complete before runsc runs it.
+	cp "$bundle/config.json" "$dir/config.json" || exit 9
+	echo "started $id" ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+
+	require.NoError(t, r.Create(context.Background(), "s1", CreateOptions{Env: []string{"FOO=bar"}}))
+
+	bundle := r.BundleDir("s1")
+	assert.FileExists(t, filepath.Join(bundle, "config.json"))
+	assert.Equal(t, []string{"run --detach --bundle=" + bundle + " s1"}, subcommands(t, r, dir))
+
+	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	var spec specs.Spec
+	require.NoError(t, json.Unmarshal(data, &spec))
+	assert.Equal(t, r.cfg.Rootfs, spec.Root.Path)
+	assert.Contains(t, spec.Process.Env, "FOO=bar")
+	assert.Equal(t, "/bin/sh", spec.Process.Args[0])
+}
+
+func TestCreateFailureCleansUp(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+run)
+	echo "loading the sandbox" >&2
+	echo "creating container: cannot mount rootfs" >&2
+	exit 1 ;;
+delete)
+	echo "container \"$id\" does not exist" >&2
+	exit 1 ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+
+	err := r.Create(context.Background(), "s1", CreateOptions{})
+	require.Error(t, err)
+	// runsc's stderr goes to the bundle's log file, which is gone by now:
+	// the message must have been read before cleaning up.
+	assert.Contains(t, err.Error(), "cannot mount rootfs")
+	assert.Contains(t, err.Error(), "s1")
+	assert.NoDirExists(t, r.BundleDir("s1"))
+	// A half-started container is force-deleted too.
+	bundle := r.BundleDir("s1")
+	assert.Equal(t, []string{"run --detach --bundle=" + bundle + " s1", "delete --force s1"}, subcommands(t, r, dir))
+}
+
+func TestCreateExistingBundleFails(t *testing.T) {
+	bin, dir := fakeRunsc(t, `:`)
+	r := newTestRunner(t, bin, nil)
+	require.NoError(t, os.MkdirAll(r.BundleDir("s1"), 0o700))
+	marker := filepath.Join(r.BundleDir("s1"), "keep")
+	require.NoError(t, os.WriteFile(marker, nil, 0o600))
+
+	err := r.Create(context.Background(), "s1", CreateOptions{})
+	require.Error(t, err)
+	assert.Empty(t, calls(t, dir), "runsc must not run")
+	// Someone else's bundle is not ours to remove.
+	assert.FileExists(t, marker)
+}
+
+func TestCreateDeadline(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+run)
+	sleep 1000 &
+	echo $! > "$dir/child"
+	wait ;;
+esac`)
+	r := newTestRunner(t, bin, func(c *Config) { c.CallTimeout = 200 * time.Millisecond })
+
+	errc := make(chan error, 1)
+	go func() { errc <- r.Create(context.Background(), "s1", CreateOptions{}) }()
+	child := readPID(t, filepath.Join(dir, "child"))
+	killOnCleanup(t, child)
+
+	err := waitErr(t, errc)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NoDirExists(t, r.BundleDir("s1"))
+	require.Eventually(t, func() bool { return processGone(child) }, 2*time.Second, 10*time.Millisecond)
+}
+
+// startExec creates the sandbox's bundle (Exec writes into it) and starts
+// spec with the fake runsc.
+func startExec(t *testing.T, r *Runner, spec ProcessSpec) *cliProcess {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(r.BundleDir("s1"), 0o700))
+	p, err := r.Exec(context.Background(), "s1", spec)
+	require.NoError(t, err)
+	cp, ok := p.(*cliProcess)
+	require.True(t, ok)
+	// Whatever the test does, the fake exec's whole group dies with it.
+	t.Cleanup(func() { _ = syscall.Kill(-cp.pid, syscall.SIGKILL) })
+	return cp
+}
+
+// waitProc waits a few seconds for the process to exit; on failure the
+// cleanup of startExec kills it, so the test ends either way.
+func waitProc(t *testing.T, p Process) int {
+	t.Helper()
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, err := p.Wait()
+		done <- result{code, err}
+	}()
+	select {
+	case r := <-done:
+		require.NoError(t, r.err)
+		return r.code
+	case <-time.After(3 * time.Second):
+		t.Fatal("the process did not exit")
+		return 0
+	}
+}
+
+// readBoth reads stdout and stderr concurrently, as the actor does: one
+// stream must never block the other.
+func readBoth(t *testing.T, p Process) (stdout, stderr string) {
+	t.Helper()
+	errc := make(chan error, 1)
+	var errOut []byte
+	go func() {
+		var err error
+		errOut, err = io.ReadAll(p.Stderr())
+		errc <- err
+	}()
+	out, err := io.ReadAll(p.Stdout())
+	require.NoError(t, err)
+	require.NoError(t, <-errc)
+	return string(out), string(errOut)
+}
+
+func TestExecOutputAndExitCode(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+exec)
+	cp "$process" "$dir/process.json" || exit 9
+	printf out
+	printf err >&2
+	exit 3 ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+
+	p := startExec(t, r, ProcessSpec{Args: []string{"python3", "-c", "print('hi')"}, Env: []string{"X=1"}})
+	stdout, stderr := readBoth(t, p)
+	code := waitProc(t, p)
+
+	assert.Equal(t, "out", stdout)
+	assert.Equal(t, "err", stderr)
+	assert.Equal(t, 3, code)
+
+	// The spec travels in a file, so code of any size fits.
+	data, err := os.ReadFile(filepath.Join(dir, "process.json"))
+	require.NoError(t, err)
+	var spec specs.Process
+	require.NoError(t, json.Unmarshal(data, &spec))
+	assert.Equal(t, []string{"python3", "-c", "print('hi')"}, spec.Args)
+	assert.Equal(t, "/root", spec.Cwd)
+	assert.Contains(t, spec.Env, "X=1")
+
+	got := subcommands(t, r, dir)
+	require.Len(t, got, 1)
+	assert.Regexp(t, `^exec --process=\S+\.json --internal-pid-file=\S+\.pid s1$`, got[0])
+
+	// The per-execution files do not pile up in the bundle.
+	require.Eventually(t, func() bool {
+		entries, err := os.ReadDir(r.BundleDir("s1"))
+		return err == nil && len(entries) == 0
+	}, 2*time.Second, 10*time.Millisecond)
+}
+
+func TestExecSignalDeathIs128PlusSignal(t *testing.T) {
+	bin, _ := fakeRunsc(t, `kill -TERM $$`)
+	r := newTestRunner(t, bin, nil)
+
+	p := startExec(t, r, ProcessSpec{Args: []string{"x"}})
+	readBoth(t, p)
+	code := waitProc(t, p)
+	assert.Equal(t, 128+int(syscall.SIGTERM), code)
+}
+
+func TestExecUnknownSandbox(t *testing.T) {
+	bin, dir := fakeRunsc(t, `:`)
+	r := newTestRunner(t, bin, nil)
+
+	// No bundle: the process spec cannot be written.
+	_, err := r.Exec(context.Background(), "nope", ProcessSpec{Args: []string{"x"}})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "nope")
+	assert.Empty(t, calls(t, dir))
+}
+
+func TestExecStdin(t *testing.T) {
+	bin, _ := fakeRunsc(t, `exec cat`)
+	r := newTestRunner(t, bin, nil)
+
+	p := startExec(t, r, ProcessSpec{Args: []string{"cat"}})
+	_, err := io.WriteString(p.Stdin(), "hello\nworld\n")
+	require.NoError(t, err)
+	require.NoError(t, p.Stdin().Close())
+
+	stdout, _ := readBoth(t, p)
+	code := waitProc(t, p)
+	assert.Equal(t, "hello\nworld\n", stdout)
+	assert.Equal(t, 0, code)
+}
+
+func TestExecKill(t *testing.T) {
+	// exec reports its pid like runsc does, then runs until killed; kill
+	// records its arguments and kills the group, as runsc kill --pgid does.
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+exec)
+	echo $$ > "$pidfile"
+	exec sleep 1000 ;;
+kill)
+	echo "$@" > "$dir/kill-args"
+	kill -9 -"$pgid" ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+
+	p := startExec(t, r, ProcessSpec{Args: []string{"sleep"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, p.Kill(ctx))
+
+	code := waitProc(t, p)
+	assert.Equal(t, 137, code)
+	args, err := os.ReadFile(filepath.Join(dir, "kill-args"))
+	require.NoError(t, err)
+	assert.Equal(t, fmt.Sprintf("--pgid=%d s1 KILL\n", p.pid), string(args))
+
+	// Killing what already exited is not an error, even when runsc kill
+	// fails because the group is gone.
+	require.NoError(t, p.Kill(ctx))
+}
+
+func TestExecKillBeforePidKnown(t *testing.T) {
+	// This exec never reports its pid.
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+exec) exec sleep 1000 ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+
+	p := startExec(t, r, ProcessSpec{Args: []string{"sleep"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := p.Kill(ctx)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NotContains(t, strings.Join(calls(t, dir), "\n"), " kill ")
+}
+
+func TestExecOrphanCannotHoldOutputOpen(t *testing.T) {
+	// The background child inherits stdout and outlives the process.
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+exec)
+	printf hi
+	sleep 1000 &
+	echo $! > "$dir/orphan"
+	exit 0 ;;
+esac`)
+	r := newTestRunner(t, bin, func(c *Config) { c.OutputDrain = 100 * time.Millisecond })
+
+	p := startExec(t, r, ProcessSpec{Args: []string{"x"}})
+	orphan := readPID(t, filepath.Join(dir, "orphan"))
+	killOnCleanup(t, orphan)
+
+	done := make(chan string, 1)
+	go func() {
+		stdout, _ := readBoth(t, p)
+		done <- stdout
+	}()
+	select {
+	case stdout := <-done:
+		assert.Equal(t, "hi", stdout)
+	case <-time.After(3 * time.Second):
+		t.Fatal("stdout did not reach EOF after the process exited")
+	}
+	code := waitProc(t, p)
+	assert.Equal(t, 0, code)
+	assert.False(t, processGone(orphan), "the orphan is the sandbox's business, not the runner's")
+}
+
+// A slow reader (a full flow window) may only get to the pipe after the
+// drain deadline; what the process wrote before exiting must still arrive.
+func TestExecSlowReaderGetsAllOutput(t *testing.T) {
+	const size = 50000 // fits in a pipe, so the process exits unread
+	bin, _ := fakeRunsc(t, fmt.Sprintf(`
+case "$cmd" in
+exec)
+	head -c %d /dev/zero | tr '\0' x
+	printf done >&2 ;;
+esac`, size))
+	r := newTestRunner(t, bin, func(c *Config) { c.OutputDrain = time.Nanosecond })
+
+	p := startExec(t, r, ProcessSpec{Args: []string{"x"}})
+	code := waitProc(t, p)
+	require.Equal(t, 0, code)
+	// The spec file goes after the drain deadline was set: from then on,
+	// every read is past it.
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(p.pidPath[:len(p.pidPath)-len(".pid")] + ".json")
+		return errors.Is(err, os.ErrNotExist)
+	}, 2*time.Second, 5*time.Millisecond)
+
+	stdout, stderr := readBoth(t, p)
+	assert.Len(t, stdout, size)
+	assert.Equal(t, size, strings.Count(stdout, "x"))
+	assert.Equal(t, "done", stderr)
+}
+
+// An orphan that never stops writing must not keep the stream open, even
+// though output buffered at the deadline is still read.
+func TestExecWritingOrphanCannotHoldOutputOpen(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+exec)
+	(while :; do echo y; done) &
+	echo $! > "$dir/orphan"
+	exit 0 ;;
+esac`)
+	r := newTestRunner(t, bin, func(c *Config) { c.OutputDrain = 50 * time.Millisecond })
+
+	p := startExec(t, r, ProcessSpec{Args: []string{"x"}})
+	killOnCleanup(t, readPID(t, filepath.Join(dir, "orphan")))
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(io.Discard, p.Stdout())
+	}()
+	go func() { _, _ = io.Copy(io.Discard, p.Stderr()) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("a writing orphan held stdout open")
+	}
+	code := waitProc(t, p)
+	assert.Equal(t, 0, code)
+}
+
+func TestReconcile(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+list) printf 'a\nb\n' ;;
+delete) [ "$id" = b ] && { echo "container \"b\" does not exist" >&2; exit 1; } ;;
+esac
+exit 0`)
+	r := newTestRunner(t, bin, nil)
+	for _, id := range []string{"a", "stale"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(r.BundleDir(id), "sub"), 0o700))
+	}
+
+	ids, err := r.Reconcile(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a", "b"}, ids)
+	assert.Equal(t, []string{"list --quiet", "delete --force a", "delete --force b"}, subcommands(t, r, dir))
+	entries, err := os.ReadDir(filepath.Join(r.cfg.StateDir, "bundles"))
+	require.NoError(t, err)
+	assert.Empty(t, entries, "every bundle of the previous run goes")
+	assert.DirExists(t, r.Root())
+}
+
+func TestReconcileReportsFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"list fails", `echo "list broke" >&2; exit 1`, "list broke"},
+		{"delete fails", `
+case "$cmd" in
+list) echo a ;;
+delete) echo "device busy" >&2; exit 1 ;;
+esac`, "device busy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, _ := fakeRunsc(t, tc.body)
+			r := newTestRunner(t, bin, nil)
+			_, err := r.Reconcile(context.Background())
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "reconcile")
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestUnescapeMount(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"/plain/path", "/plain/path"},
+		{`/with\040space`, "/with space"},
+		{`/tab\011and\134slash`, "/tab\tand\\slash"},
+		{`/trailing\04`, `/trailing\04`},
+	} {
+		assert.Equal(t, tc.want, unescapeMount(tc.in), tc.in)
+	}
+}

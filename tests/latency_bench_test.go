@@ -1,0 +1,139 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sandpool/sandpool/actors"
+	"github.com/sandpool/sandpool/runsc"
+)
+
+// BenchmarkColdPath measures, interleaved in one run, sandpool's cold
+// create (/create -> SANDBOX_RUNNING) and `echo hi` (execute -> DONE)
+// against raw runsc doing the same work: create+start of the same spec and
+// one `runsc exec`. Run: make bench (or go test -run '^$' -bench ColdPath
+// -benchtime 30x ./tests/).
+func BenchmarkColdPath(b *testing.B) {
+	s := startServer(b, "--max-sandboxes", "16")
+	raw := newRawRunsc(b)
+
+	var create, rawCreate, execDone, rawExec []time.Duration
+	c, _ := createSandbox(b, s, sandboxInit(60))
+	defer c.killSandbox(b)
+	id := raw.start(b, "warm") // a long-lived raw sandbox for exec
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		begin := time.Now()
+		nc, _ := createSandbox(b, s, sandboxInit(60))
+		create = append(create, time.Since(begin))
+		nc.killSandbox(b)
+
+		begin = time.Now()
+		rid := raw.start(b, fmt.Sprintf("c%d", i))
+		rawCreate = append(rawCreate, time.Since(begin))
+		raw.delete(b, rid)
+
+		begin = time.Now()
+		res := c.run(b, "bash", "echo hi")
+		execDone = append(execDone, time.Since(begin))
+		require.Equal(b, "hi\n", res.Stdout)
+
+		begin = time.Now()
+		out, err := raw.cmd("exec", id, "bash", "-c", "echo hi").Output()
+		rawExec = append(rawExec, time.Since(begin))
+		require.NoError(b, err)
+		require.Equal(b, "hi\n", string(out))
+	}
+	b.StopTimer()
+	raw.delete(b, id)
+	report(b, "create", create, rawCreate)
+	report(b, "exec", execDone, rawExec)
+}
+
+func report(b *testing.B, name string, ours, raw []time.Duration) {
+	p50, rp50 := percentile(ours, 50), percentile(raw, 50)
+	p99, rp99 := percentile(ours, 99), percentile(raw, 99)
+	b.ReportMetric(ms(p50), name+"-p50-ms")
+	b.ReportMetric(ms(p99), name+"-p99-ms")
+	b.ReportMetric(ms(rp50), name+"-raw-p50-ms")
+	b.ReportMetric(ms(rp99), name+"-raw-p99-ms")
+	b.ReportMetric(ms(p50)/ms(rp50), name+"-ratio-p50")
+	b.Logf("%s: sandpool p50 %.1f ms p99 %.1f ms; raw runsc p50 %.1f ms p99 %.1f ms; ratio %.2fx (n=%d)",
+		name, ms(p50), ms(p99), ms(rp50), ms(rp99), ms(p50)/ms(rp50), len(ours))
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// percentile is the nearest-rank percentile of samples.
+func percentile(samples []time.Duration, p int) time.Duration {
+	if len(samples) == 0 {
+		return 0
+	}
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	rank := (p*len(s) + 99) / 100
+	return s[max(rank, 1)-1]
+}
+
+// rawRunsc drives runsc directly with the flags and spec sandpool uses.
+type rawRunsc struct {
+	dir, root, bundle string
+}
+
+func newRawRunsc(b *testing.B) *rawRunsc {
+	dir, err := os.MkdirTemp("", "sandpool-raw-")
+	require.NoError(b, err)
+	r := &rawRunsc{dir: dir, root: filepath.Join(dir, "root"), bundle: filepath.Join(dir, "bundle")}
+	require.NoError(b, os.MkdirAll(r.bundle, 0o700))
+	spec, err := json.Marshal(runsc.BuildSpec(runsc.SpecConfig{Rootfs: rootfsDir}))
+	require.NoError(b, err)
+	require.NoError(b, os.WriteFile(filepath.Join(r.bundle, "config.json"), spec, 0o600))
+	b.Cleanup(func() {
+		ids, _ := r.cmd("list", "--quiet").Output()
+		for _, id := range strings.Fields(string(ids)) {
+			_ = r.cmd("delete", "--force", id).Run()
+		}
+		if mounts, err := mountsUnder(dir); err == nil {
+			for i := len(mounts) - 1; i >= 0; i-- {
+				_ = exec.Command("umount", "-l", mounts[i]).Run()
+			}
+		}
+		_ = os.RemoveAll(dir)
+	})
+	return r
+}
+
+func (r *rawRunsc) cmd(args ...string) *exec.Cmd {
+	return exec.Command(runscBinary, append([]string{
+		"--root=" + r.root, "--platform=systrap", "--network=none", "--overlay2=root:memory",
+	}, args...)...)
+}
+
+// start is create + start, as a runtime without sandpool would do it.
+func (r *rawRunsc) start(b *testing.B, name string) string {
+	id := fmt.Sprintf("%-32s", name+actors.NewID())[:32]
+	// The sandbox inherits create's stdio: a pipe would never reach EOF.
+	create := r.cmd("create", "--bundle="+r.bundle, id)
+	logFile, err := os.OpenFile(filepath.Join(r.dir, "create.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	require.NoError(b, err)
+	defer logFile.Close()
+	create.Stdout, create.Stderr = logFile, logFile
+	require.NoError(b, create.Run(), "runsc create; see %s", logFile.Name())
+	out, err := r.cmd("start", id).CombinedOutput()
+	require.NoError(b, err, "%s", out)
+	return id
+}
+
+func (r *rawRunsc) delete(b *testing.B, id string) {
+	out, err := r.cmd("delete", "--force", id).CombinedOutput()
+	require.NoError(b, err, "%s", out)
+}
