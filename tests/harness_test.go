@@ -59,7 +59,13 @@ func startServer(t testing.TB, extra ...string) *server {
 	// must unmount first.
 	stateDir, err := os.MkdirTemp("", "sandpool-e2e-state-")
 	require.NoError(t, err)
+	return startServerIn(t, stateDir, extra...)
+}
 
+// startServerIn is startServer on an existing state dir, as a restarted
+// server finds it.
+func startServerIn(t testing.TB, stateDir string, extra ...string) *server {
+	t.Helper()
 	s := &server{
 		t:         t,
 		stateDir:  stateDir,

@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -125,4 +127,35 @@ func TestSIGTERMCleansUp(t *testing.T) {
 	mounts, err := mountsUnder(s.stateDir)
 	require.NoError(t, err)
 	assert.Empty(t, mounts, "mounts left under the state dir")
+}
+
+func TestRestartAfterCrashDeletesLeftovers(t *testing.T) {
+	crashed := startServer(t)
+	for i := 0; i < 2; i++ {
+		c, _ := createSandbox(t, crashed, sandboxInit(0))
+		if i == 0 {
+			c.sendJSON(t, execRequest("bash", "sleep 100"))
+			c.expectStatus(t, statusExecRunning)
+		}
+	}
+	ids, err := crashed.runscList()
+	require.NoError(t, err)
+	require.Len(t, ids, 2)
+
+	// A crash: no chance to clean up.
+	require.NoError(t, crashed.cmd.Process.Kill())
+	<-crashed.exited
+
+	restarted := startServerIn(t, crashed.stateDir)
+	ids, err = restarted.runscList()
+	require.NoError(t, err)
+	assert.Empty(t, ids, "containers of the crashed server survived the restart")
+	bundles, err := os.ReadDir(filepath.Join(restarted.stateDir, "bundles"))
+	require.NoError(t, err)
+	assert.Empty(t, bundles, "bundles of the crashed server survived the restart")
+
+	// And the restarted server works.
+	c, _ := createSandbox(t, restarted, sandboxInit(60))
+	res := c.run(t, "python", "print('alive')")
+	assert.Equal(t, "alive\n", res.Stdout)
 }
