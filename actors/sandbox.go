@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -20,27 +21,41 @@ var (
 	ErrShuttingDown = errors.New("server is shutting down")
 )
 
-// Languages maps a protocol language to the interpreter that runs its code.
-var Languages = map[string]func(code string) []string{
-	"python": func(code string) []string { return []string{"python3", "-c", code} },
-	"bash":   func(code string) []string { return []string{"bash", "-c", code} },
+// language is a protocol language and the interpreter that runs its code.
+type language struct {
+	name string
+	argv func(code string) []string
 }
 
-// supportedLanguages is the sorted list quoted in error messages.
-func supportedLanguages() string {
-	names := make([]string, 0, len(Languages))
-	for name := range Languages {
-		names = append(names, name)
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(names))) // "python, bash" as upstream says
-	out := ""
-	for i, n := range names {
-		if i > 0 {
-			out += ", "
+// languages in the order error messages list them.
+var languages = []language{
+	{"python", func(code string) []string { return []string{"python3", "-c", code} }},
+	{"bash", func(code string) []string { return []string{"bash", "-c", code} }},
+}
+
+// lookupLanguage returns the command line for code in the named language.
+func lookupLanguage(name string) (func(string) []string, bool) {
+	for _, l := range languages {
+		if l.name == name {
+			return l.argv, true
 		}
-		out += n
 	}
-	return out
+	return nil, false
+}
+
+// SupportedLanguage reports whether name is a language sandboxes run.
+func SupportedLanguage(name string) bool {
+	_, ok := lookupLanguage(name)
+	return ok
+}
+
+// UnsupportedLanguageMessage is the protocol's text for a bad language.
+func UnsupportedLanguageMessage(name string) string {
+	names := make([]string, len(languages))
+	for i, l := range languages {
+		names[i] = l.name
+	}
+	return fmt.Sprintf("Unsupported language: '%s'. Supported languages are: %s", name, strings.Join(names, ", "))
 }
 
 // Settings are a client's per-sandbox choices.
@@ -261,11 +276,10 @@ func (s *Sandbox) reply(err error) {
 // --- execution ---
 
 func (s *Sandbox) onExecute(msg Execute) {
-	argv, ok := Languages[msg.Language]
+	argv, ok := lookupLanguage(msg.Language)
 	switch {
 	case !ok:
-		s.emit(errorEvents(StatusUnsupportedLang, fmt.Sprintf(
-			"Unsupported language: '%s'. Supported languages are: %s", msg.Language, supportedLanguages()))...)
+		s.emit(errorEvents(StatusUnsupportedLang, UnsupportedLanguageMessage(msg.Language))...)
 		if s.exec == nil {
 			s.emit(s.doneEvent(0, ""))
 		}
@@ -672,12 +686,12 @@ func (s *Sandbox) finish(ctx actor.Context) {
 // onStopping runs when the actor is stopped by its supervisor (a panic or
 // shutdown) without going through stop: the sandbox must not outlive it.
 func (s *Sandbox) onStopping() {
+	s.endExecution()
 	s.stopIdle()
 	if s.cancelCreate != nil {
 		s.cancelCreate()
 	}
 	s.reply(ErrShuttingDown)
-	s.endExecution()
 	if s.destroyed || s.state == StateStopped {
 		return
 	}

@@ -19,10 +19,8 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 	if language == "" {
 		language = "python"
 	}
-	if _, ok := actors.Languages[language]; !ok {
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]string{
-			"error": fmt.Sprintf("Unsupported language: '%s'. Supported languages are: python, bash", truncate(language, 64)),
-		})
+	if !actors.SupportedLanguage(language) {
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": actors.UnsupportedLanguageMessage(truncate(language, 64))})
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxExecuteBody))
