@@ -9,8 +9,10 @@ const defaultCwd = "/root"
 
 // initScript is the sandbox's main process. It only keeps the container
 // alive and reaps orphans: `wait` collects any child, so background jobs
-// left by killed executions never linger as zombies.
-const initScript = `trap 'exit 0' TERM INT; while :; do sleep 2147483647 & wait; done`
+// left by killed executions never linger as zombies. It ignores every
+// catchable signal: in gVisor a signal to PID 1 from inside the sandbox
+// (`kill 1` in user code) otherwise stops the whole sandbox.
+const initScript = `trap '' HUP INT QUIT TERM USR1 USR2 ALRM PIPE; while :; do sleep 2147483647 & wait; done`
 
 // BaseEnv is the environment every process in a sandbox starts with.
 var BaseEnv = []string{

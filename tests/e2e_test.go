@@ -78,6 +78,18 @@ func TestFilesPersistBetweenExecutions(t *testing.T) {
 	assert.Equal(t, "written by python\nappended by bash\n", res.Stdout)
 }
 
+func TestSignalsToInitDoNotEndTheSandbox(t *testing.T) {
+	s := startServer(t)
+	c, _ := createSandbox(t, s, sandboxInit(60))
+	// User code may signal PID 1 (by mistake or on purpose); the sandbox
+	// must survive it, and kill -9 -1 must not take init down either.
+	res := c.run(t, "bash", "for sig in TERM INT HUP QUIT USR1 PIPE; do kill -$sig 1; done; kill -9 -1; echo sent")
+	require.Equal(t, 0, res.ExitCode, "stderr: %s", res.Stderr)
+	assert.Equal(t, "sent\n", res.Stdout)
+	res = c.run(t, "python", "print('still here')")
+	assert.Equal(t, "still here\n", res.Stdout)
+}
+
 func TestStdin(t *testing.T) {
 	s := startServer(t)
 
