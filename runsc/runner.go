@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -228,7 +229,7 @@ func (r *Runner) List(ctx context.Context) ([]string, error) {
 // Cleanup removes what runsc leaves under the root once every container is
 // gone: the nsfs mount of --network=none stays mounted otherwise.
 func (r *Runner) Cleanup() error {
-	mounts, err := mountsUnder(r.cfg.StateDir)
+	mounts, err := MountsUnder(r.cfg.StateDir)
 	if err != nil {
 		return err
 	}
@@ -241,8 +242,9 @@ func (r *Runner) Cleanup() error {
 	return errors.Join(errs...)
 }
 
-// mountsUnder lists mount points at or below dir, in mount order.
-func mountsUnder(dir string) ([]string, error) {
+// MountsUnder lists mount points at or below dir, in mount order (unmount
+// them in reverse).
+func MountsUnder(dir string) ([]string, error) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -263,15 +265,11 @@ func mountsUnder(dir string) ([]string, error) {
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space).
 func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
-				b.WriteByte(byte(v))
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
 				i += 3
 				continue
 			}
