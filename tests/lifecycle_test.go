@@ -1,8 +1,11 @@
 package tests
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,4 +161,47 @@ func TestRestartAfterCrashDeletesLeftovers(t *testing.T) {
 	c, _ := createSandbox(t, restarted, sandboxInit(60))
 	res := c.run(t, "python", "print('alive')")
 	assert.Equal(t, "alive\n", res.Stdout)
+}
+
+func TestStartupRefusesBadSetup(t *testing.T) {
+	requirePrerequisites(t)
+	dir := t.TempDir()
+	oldRunsc := filepath.Join(dir, "old-runsc")
+	// Like Debian's 2022 runsc: it runs, but has no `tar rootfs-upper`.
+	require.NoError(t, os.WriteFile(oldRunsc, []byte("#!/bin/sh\necho 'Usage: runsc <flags> <subcommand>'\n"), 0o755))
+
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing runsc", []string{"--runsc", filepath.Join(dir, "nope")}, "make runsc"},
+		{"runsc without tar rootfs-upper", []string{"--runsc", oldRunsc}, "rootfs-upper"},
+		{"missing rootfs", []string{"--rootfs", filepath.Join(dir, "no-rootfs")}, "make rootfs"},
+		{"host root as rootfs", []string{"--rootfs", "/"}, "host's /"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"serve", "--listen", "127.0.0.1:0", "--state-dir", filepath.Join(dir, "state"),
+				"--runsc", runscBinary, "--rootfs", rootfsDir}, tt.args...)
+			cmd := exec.Command(serverBinary, args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			done := make(chan error, 1)
+			require.NoError(t, cmd.Start())
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				var exitErr *exec.ExitError
+				require.ErrorAs(t, err, &exitErr, "the server must refuse to start")
+				assert.Equal(t, 1, exitErr.ExitCode())
+			case <-time.After(15 * time.Second):
+				_ = cmd.Process.Kill()
+				t.Fatal("the server started despite a bad setup")
+			}
+			out := strings.TrimSpace(stderr.String())
+			assert.Contains(t, out, tt.want)
+			assert.NotContains(t, out, "\n", "the error is one line")
+		})
+	}
 }
