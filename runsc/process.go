@@ -18,7 +18,9 @@ import (
 
 // Exec starts spec in sandbox id with `runsc exec`. The process spec goes
 // through a file in the sandbox's private bundle, so arguments (the code)
-// may be far larger than the host's per-argument limit.
+// may be far larger than the host's per-argument limit. Unlike every other
+// runsc call, an execution has no deadline of its own: it lives until it
+// exits, is killed (kill_process, a timeout) or its sandbox is destroyed.
 func (r *Runner) Exec(ctx context.Context, id string, spec ProcessSpec) (Process, error) {
 	bundle := r.BundleDir(id)
 	name := nextExecName()
