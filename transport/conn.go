@@ -272,7 +272,7 @@ func (c *conn) handle(f frame) {
 // shutdown detaches from the sandbox (which lives on until its idle
 // timeout) and releases the connection's goroutines.
 func (c *conn) shutdown() {
-	if c.ref != nil {
+	if c.ref != nil && !c.gone.Load() { // a gone sandbox's actor has stopped
 		c.ref.Send(actors.Detach{Sink: c})
 	}
 	c.stopOnce.Do(func() { close(c.stop) })

@@ -58,6 +58,8 @@ func run(args []string, getenv func(string) string, stderr io.Writer) error {
 func newLogger(cfg Config, w io.Writer) zerolog.Logger {
 	// protoactor logs a "message" attribute; our own text goes in "msg".
 	zerolog.MessageFieldName = "msg"
+	// Durations are configured in seconds; log them that way.
+	zerolog.DurationFieldUnit = time.Second
 	level, err := zerolog.ParseLevel(cfg.LogLevel)
 	if err != nil || cfg.LogLevel == "" {
 		level = zerolog.InfoLevel
