@@ -60,6 +60,9 @@ func BenchmarkColdPath(b *testing.B) {
 }
 
 func report(b *testing.B, name string, ours, raw []time.Duration) {
+	if b.N == 1 {
+		return // the testing package's probe run, not the measurement
+	}
 	p50, rp50 := percentile(ours, 50), percentile(raw, 50)
 	p99, rp99 := percentile(ours, 99), percentile(raw, 99)
 	b.ReportMetric(ms(p50), name+"-p50-ms")
