@@ -90,6 +90,24 @@ func (r *recorder) quiet(t *testing.T) {
 	}
 }
 
+// syncBuffer collects an actor's log lines for inspection.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 type harness struct {
 	rt   *runsc.Fake
 	sink *recorder
@@ -102,7 +120,8 @@ func start(t *testing.T, rt *runsc.Fake, settings Settings, opts ...func(*Config
 	system := actor.NewActorSystem()
 	sink := newRecorder()
 	created := make(chan error, 1)
-	cfg := Config{ID: NewID(), Token: NewToken(), Runtime: rt, Settings: settings, Sink: sink, Created: created, Logger: zerolog.Nop()}
+	logs := &syncBuffer{}
+	cfg := Config{ID: NewID(), Token: NewToken(), Runtime: rt, Settings: settings, Sink: sink, Created: created, Logger: zerolog.New(logs)}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -112,6 +131,8 @@ func start(t *testing.T, rt *runsc.Fake, settings Settings, opts ...func(*Config
 	t.Cleanup(func() {
 		_ = system.Root.StopFuture(pid).Wait()
 		assert.Empty(t, rt.Live(), "a sandbox outlived its actor")
+		// Every flow must stay inside the transition table.
+		assert.NotContains(t, logs.String(), "illegal sandbox transition")
 	})
 	select {
 	case err := <-created:
