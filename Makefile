@@ -32,7 +32,7 @@ $(RUNSC):
 # A Debian bookworm minbase with python3 and bash, built once. The placeholder
 # in /tmp keeps /tmp inside the root overlay (runsc mounts its own tmpfs over
 # an empty /tmp, and files there would escape filesystem snapshots).
-rootfs: $(ROOTFS)/.sandpool-rootfs
+rootfs: $(ROOTFS)/.sandpool-rootfs $(ROOTFS)/.sandpool-stdio
 $(ROOTFS)/.sandpool-rootfs:
 	command -v debootstrap >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap)
 	rm -rf $(ROOTFS) $(ROOTFS).tmp
@@ -43,6 +43,23 @@ $(ROOTFS)/.sandpool-rootfs:
 	chmod 1777 $(ROOTFS).tmp/tmp
 	touch $(ROOTFS).tmp/.sandpool-rootfs
 	mv $(ROOTFS).tmp $(ROOTFS)
+
+# Unbuffered python output loses the end of short writes under gVisor; a
+# module imported by sitecustomize makes stdout/stderr finish every write
+# (see runsc/rootfs/sandpool_stdio.py).
+$(ROOTFS)/.sandpool-stdio: runsc/rootfs/sandpool_stdio.py $(ROOTFS)/.sandpool-rootfs
+	set -e; for lib in $(ROOTFS)/usr/lib/python3.*; do \
+		[ -f "$$lib/os.py" ] || continue; \
+		install -m 0644 runsc/rootfs/sandpool_stdio.py "$$lib/sandpool_stdio.py"; \
+		link=$$(readlink "$$lib/sitecustomize.py" || true); \
+		case "$$link" in \
+			/*) site="$(ROOTFS)$$link";; \
+			"") site="$$lib/sitecustomize.py";; \
+			*) site="$$lib/$$link";; \
+		esac; \
+		grep -qx 'import sandpool_stdio' "$$site" 2>/dev/null || echo 'import sandpool_stdio' >> "$$site"; \
+	done
+	touch $@
 
 deps: runsc rootfs
 

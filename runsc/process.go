@@ -38,16 +38,16 @@ func (r *Runner) Exec(ctx context.Context, id string, spec ProcessSpec) (Process
 }
 
 func (r *Runner) startProcess(id, specPath, pidPath string) (*cliProcess, error) {
-	stdinR, stdinW, err := os.Pipe()
+	stdinR, stdinW, err := pipe(childReads)
 	if err != nil {
 		return nil, err
 	}
-	stdoutR, stdoutW, err := os.Pipe()
+	stdoutR, stdoutW, err := pipe(childWrites)
 	if err != nil {
 		closeAll(stdinR, stdinW)
 		return nil, err
 	}
-	stderrR, stderrW, err := os.Pipe()
+	stderrR, stderrW, err := pipe(childWrites)
 	if err != nil {
 		closeAll(stdinR, stdinW, stdoutR, stdoutW)
 		return nil, err
@@ -98,6 +98,36 @@ func exitCode(cmd *exec.Cmd, err error) int {
 		return 128 + int(ws.Signal())
 	}
 	return cmd.ProcessState.ExitCode()
+}
+
+// pipeEnd says which end of a pipe the child gets.
+type pipeEnd int
+
+const (
+	childReads pipeEnd = iota
+	childWrites
+)
+
+// pipe returns a pipe (read end, write end) whose child end is blocking and
+// whose end of ours is non-blocking (pollable, so reads take deadlines).
+// os.Pipe makes both ends non-blocking, and gVisor hands that on to the
+// sandboxed program: `python3 -u` then drops the rest of a short write
+// whenever the pipe is full, silently losing output.
+func pipe(child pipeEnd) (r, w *os.File, err error) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, fmt.Errorf("pipe: %w", err)
+	}
+	ours := fds[0]
+	if child == childReads {
+		ours = fds[1]
+	}
+	if err := unix.SetNonblock(ours, true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("pipe: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "pipe-r"), os.NewFile(uintptr(fds[1]), "pipe-w"), nil
 }
 
 func closeAll(files ...*os.File) {

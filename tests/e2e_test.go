@@ -256,6 +256,41 @@ sys.stdout.write(''.join(batch))
 	t.Logf("1 MiB arrived in %d stdout messages", len(res.StdoutChunks))
 }
 
+// TestSlowClientLosesNothing fills every buffer on the way (the pipe, the
+// actor's flow window, the socket) while the client does not read, so the
+// program's writes block. Two traps are covered: a non-blocking pipe end
+// makes programs like coreutils fail with EAGAIN, and gVisor completes a
+// blocking pipe write only in part, which `python3 -u` silently truncates.
+func TestSlowClientLosesNothing(t *testing.T) {
+	const lines = 1024 * 1000 // 8.2 MB, twice the flow window
+	var want strings.Builder
+	for i := 0; i < lines; i++ {
+		fmt.Fprintf(&want, "%07d\n", i)
+	}
+	tests := []struct {
+		name, language, code string
+	}{
+		{"python unbuffered", "python", fmt.Sprintf(`import sys
+for start in range(0, %d, 1000):
+    sys.stdout.write(''.join('%%07d\n' %% i for i in range(start, start + 1000)))
+`, lines)},
+		{"coreutils", "bash", fmt.Sprintf(`seq -w 0 %d`, lines-1)},
+	}
+	s := startServer(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _ := createSandbox(t, s, sandboxInit(60))
+			c.sendJSON(t, execRequest(tt.language, tt.code))
+			c.expectStatus(t, statusExecRunning)
+			time.Sleep(3 * time.Second) // the scenario: a client busy elsewhere reads nothing
+
+			res := c.collect(t)
+			require.Equal(t, 0, res.ExitCode, "stderr: %s", res.Stderr)
+			assertSameText(t, want.String(), res.Stdout)
+		})
+	}
+}
+
 func TestInvalidUTF8Output(t *testing.T) {
 	s := startServer(t)
 	c, _ := createSandbox(t, s, sandboxInit(60))

@@ -106,7 +106,11 @@ func buildServer(out string) error {
 	if goTool == "" {
 		goTool = "go"
 	}
-	cmd := exec.CommandContext(ctx, goTool, "build", "-o", out, "./cmd/sandpool")
+	args := []string{"build", "-o", out}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.CommandContext(ctx, goTool, append(args, "./cmd/sandpool")...)
 	cmd.Dir = repoRoot
 	if output, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/sandpool: %w\n%s", err, output)
