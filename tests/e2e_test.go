@@ -256,6 +256,15 @@ sys.stdout.write(''.join(batch))
 	t.Logf("1 MiB arrived in %d stdout messages", len(res.StdoutChunks))
 }
 
+func TestLargeSingleWrite(t *testing.T) {
+	s := startServer(t)
+	c, _ := createSandbox(t, s, sandboxInit(60))
+	// One write far larger than a pipe: gVisor completes it in parts.
+	res := c.run(t, "python", "print('x' * 300000)")
+	require.Equal(t, 0, res.ExitCode, "stderr: %s", res.Stderr)
+	assertSameText(t, strings.Repeat("x", 300000)+"\n", res.Stdout)
+}
+
 // TestSlowClientLosesNothing fills every buffer on the way (the pipe, the
 // actor's flow window, the socket) while the client does not read, so the
 // program's writes block. Two traps are covered: a non-blocking pipe end

@@ -256,7 +256,10 @@ func (c *conn) handle(f frame) {
 	case reconnectRequest:
 		// Nothing is replayed yet: nothing live to resume, so no reply.
 	case checkpointRequest:
-		c.reply(badMessage("SANDBOX_CHECKPOINT_ERROR", "Checkpointing is not enabled on the server."))
+		// A checkpoint failure ends the session (protocol.md: close 4000;
+		// clients treat it as fatal). The sandbox lives on until its idle
+		// timeout, like after any dropped connection.
+		c.fail("SANDBOX_CHECKPOINT_ERROR", "Checkpointing is not enabled on the server.", actors.CloseError)
 	case snapshotRequest:
 		_ = m
 		c.reply(badMessage("SANDBOX_FILESYSTEM_SNAPSHOT_ERROR", "Filesystem snapshot is not enabled on the server."))

@@ -218,7 +218,6 @@ func TestBadMessagesKeepTheConnection(t *testing.T) {
 		{"bad timeout", websocket.TextMessage, `{"language":"python","code":"x","timeout":-1}`, actors.StatusExecError, "'timeout'"},
 		{"relative cwd", websocket.TextMessage, `{"language":"python","code":"x","cwd":"tmp"}`, actors.StatusExecError, "'cwd'"},
 		{"snapshot disabled", websocket.TextMessage, `{"action":"snapshot_filesystem","name":"x"}`, "SANDBOX_FILESYSTEM_SNAPSHOT_ERROR", "not enabled"},
-		{"checkpoint disabled", websocket.TextMessage, `{"action":"checkpoint"}`, "SANDBOX_CHECKPOINT_ERROR", "not enabled"},
 	}
 	s := newTestServer(t, 4)
 	c := s.dial(t, "/create")
@@ -235,6 +234,15 @@ func TestBadMessagesKeepTheConnection(t *testing.T) {
 			assert.Equal(t, "still works", out)
 		})
 	}
+}
+
+func TestCheckpointWithoutCheckpointingEndsTheSession(t *testing.T) {
+	s := newTestServer(t, 4)
+	c := s.dial(t, "/create")
+	c.create()
+	c.send(map[string]any{"action": "checkpoint"})
+	c.expectError("SANDBOX_CHECKPOINT_ERROR", "Checkpointing is not enabled on the server.")
+	c.expectClose(actors.CloseError)
 }
 
 func TestOversizedFrameIsDiscardedNotFatal(t *testing.T) {
