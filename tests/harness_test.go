@@ -95,6 +95,9 @@ func startServerIn(t testing.TB, stateDir string, extra ...string) *server {
 	require.NoError(t, err)
 	s.cmd = exec.Command(serverBinary, args...)
 	s.cmd.Dir = repoRoot
+	// If the test binary itself dies (a timeout, a kill), the server gets
+	// SIGTERM and deletes its sandboxes instead of running on orphaned.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	s.cmd.Stdout = logW
 	s.cmd.Stderr = logW
 	err = s.cmd.Start()
