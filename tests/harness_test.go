@@ -43,7 +43,8 @@ type server struct {
 	stateDir  string // --state-dir, created and removed by the harness
 	runscRoot string // <state-dir>/runsc, the server's runsc --root
 
-	log *logBuffer // everything the server wrote to stdout and stderr
+	log  *logBuffer // everything the server wrote to stdout and stderr
+	logR *os.File   // the harness's end of the server's output pipe
 
 	exited   chan struct{} // closed once the process has been waited for
 	exitErr  error         // cmd.Wait's result, valid after exited is closed
@@ -110,6 +111,7 @@ func startServerIn(t testing.TB, stateDir string, extra ...string) *server {
 	t.Cleanup(s.stop)
 
 	addrCh := make(chan string, 1)
+	s.logR = logR
 	go s.readLog(logR, addrCh)
 	go func() {
 		s.exitErr = s.cmd.Wait()

@@ -132,6 +132,21 @@ func TestSIGTERMCleansUp(t *testing.T) {
 	assert.Empty(t, mounts, "mounts left under the state dir")
 }
 
+func TestSIGTERMCleansUpEvenWithoutALogReader(t *testing.T) {
+	s := startServer(t)
+	createSandbox(t, s, sandboxInit(60))
+	// The log reader goes away (a crashed collector, a closed terminal):
+	// the server's next log line hits a broken pipe, which must not kill
+	// it before it has deleted its sandboxes.
+	require.NoError(t, s.logR.Close())
+	code, exited := s.terminate(12 * time.Second)
+	require.True(t, exited, "server still running after SIGTERM")
+	assert.Equal(t, 0, code)
+	ids, err := s.runscList()
+	require.NoError(t, err)
+	assert.Empty(t, ids, "containers left after SIGTERM")
+}
+
 func TestRestartAfterCrashDeletesLeftovers(t *testing.T) {
 	crashed := startServer(t)
 	for i := 0; i < 2; i++ {

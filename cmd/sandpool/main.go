@@ -48,6 +48,9 @@ func run(args []string, getenv func(string) string, stderr io.Writer) error {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
+		// A vanished log reader must not kill the server before it has
+		// deleted its sandboxes: writes then fail with EPIPE instead.
+		signal.Ignore(syscall.SIGPIPE)
 		return serve(ctx, cfg, newLogger(cfg, stderr))
 	default:
 		return fmt.Errorf("unknown command %q (commands: serve)", cmd)
