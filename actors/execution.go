@@ -1,0 +1,294 @@
+package actors
+
+import (
+	"context"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/sandpool/sandpool/runsc"
+)
+
+// Executions: start, output, stdin, kill, timeout and exit of the one
+// process a sandbox runs at a time.
+
+func (s *Sandbox) onExecute(msg Execute) {
+	argv, ok := lookupLanguage(msg.Language)
+	switch {
+	case !ok:
+		s.emit(errorEvents(StatusUnsupportedLang, UnsupportedLanguageMessage(msg.Language))...)
+		if s.exec == nil {
+			s.emit(s.doneEvent(0, ""))
+		}
+		return
+	case !msg.HasCode:
+		s.emit(errorEvents(StatusExecError, "The execute request has no code.")...)
+		return
+	case s.state == StateExecuting:
+		s.emit(errorEvents(StatusExecError, "An execution is already in progress.")...)
+		return
+	case s.state != StateClaimed:
+		s.emit(errorEvents(StatusExecError, s.notRunningMessage())...)
+		return
+	}
+	s.moveTo(StateExecuting)
+	s.stopIdle()
+	s.seq++
+	e := &execution{seq: s.seq, stdin: make(chan []byte, stdinQueue), window: newWindow(s.cfg.OutputWindow)}
+	s.exec = e
+	spec := runsc.ProcessSpec{Args: argv(msg.Code), Cwd: msg.Cwd}
+	for k, v := range msg.Env {
+		spec.Env = append(spec.Env, k+"="+v)
+	}
+	sort.Strings(spec.Env)
+	if msg.Timeout > 0 {
+		seq := e.seq
+		e.timer = time.AfterFunc(msg.Timeout, func() { s.send(execTimedOut{seq: seq}) })
+	}
+	go s.run(e.seq, spec, e.stdin, e.window)
+}
+
+// run owns one process from start to exit: it feeds stdin, streams the
+// output and reports the exit, whatever became of the actor meanwhile, so a
+// process never outlives its pipes' readers.
+func (s *Sandbox) run(seq int, spec runsc.ProcessSpec, stdin <-chan []byte, w *window) {
+	proc, err := s.cfg.Runtime.Exec(context.Background(), s.cfg.ID, spec)
+	s.send(execStarted{seq: seq, proc: proc, err: err})
+	if err != nil {
+		return
+	}
+	go writeStdin(proc.Stdin(), stdin)
+	s.collect(seq, proc, w)
+}
+
+func (s *Sandbox) notRunningMessage() string {
+	if s.state == StateStopping || s.state == StateStopped {
+		return "The sandbox has been deleted."
+	}
+	return "The sandbox is not running."
+}
+
+func (s *Sandbox) onExecStarted(msg execStarted) {
+	e := s.exec
+	if e == nil || e.seq != msg.seq {
+		return
+	}
+	if msg.err != nil {
+		s.log.Warn().Err(msg.err).Msg("exec failed")
+		s.endExecution()
+		s.emit(errorEvents(StatusExecError, "Failed to start the execution: "+msg.err.Error())...)
+		return
+	}
+	e.proc = msg.proc
+	if s.state == StateStopping {
+		return // the process dies with the sandbox; DONE follows
+	}
+	s.emit(statusEvent(StatusExecRunning))
+	if e.killWanted {
+		s.startKill(e, ReasonKilled)
+	}
+}
+
+// collect streams both outputs to the actor, then reports the exit once the
+// process is gone and its output drained, so DONE always comes last.
+func (s *Sandbox) collect(seq int, proc runsc.Process, w *window) {
+	done := make(chan struct{}, 2)
+	for _, stream := range []struct {
+		kind string
+		r    io.Reader
+	}{{EventStdout, proc.Stdout()}, {EventStderr, proc.Stderr()}} {
+		go func() {
+			s.readOutput(seq, stream.kind, stream.r, w)
+			done <- struct{}{}
+		}()
+	}
+	code, err := proc.Wait()
+	<-done
+	<-done
+	s.send(execExited{seq: seq, code: code, err: err})
+}
+
+func (s *Sandbox) readOutput(seq int, kind string, r io.Reader, w *window) {
+	buf := make([]byte, 32<<10)
+	var dec utf8Decoder
+	forward := func(text string) {
+		if text != "" {
+			s.send(execOutput{seq: seq, kind: kind, text: text, credit: w.acquire(len(text))})
+		}
+	}
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			forward(dec.decode(buf[:n]))
+		}
+		if err != nil {
+			break
+		}
+	}
+	forward(dec.flush())
+}
+
+func (s *Sandbox) onOutput(msg execOutput) {
+	ev := Event{Kind: msg.kind, Data: msg.text, credit: msg.credit}
+	// Once the sandbox is being deleted, what still arrives is runsc's
+	// complaint about the vanished container, not the program's output.
+	if s.exec == nil || s.exec.seq != msg.seq || s.state == StateStopping {
+		ev.Release()
+		return
+	}
+	s.touch()
+	s.emit(ev)
+}
+
+func (s *Sandbox) onExecExited(ctx actor.Context, msg execExited) {
+	e := s.exec
+	if e == nil || e.seq != msg.seq {
+		return
+	}
+	if msg.err != nil {
+		s.log.Warn().Err(msg.err).Msg("wait for execution")
+	}
+	e.exited = &msg
+	if e.killing {
+		return // onKillDone reports FORCE_KILLED first, then DONE
+	}
+	s.finishExecution(ctx)
+}
+
+// finishExecution sends DONE and returns the sandbox to claimed (or lets a
+// pending stop complete).
+func (s *Sandbox) finishExecution(ctx actor.Context) {
+	e := s.exec
+	code := e.exited.code
+	if code < 0 {
+		code = 1
+	}
+	reason := e.reason
+	if s.state == StateStopping {
+		reason = ReasonSandboxDeleted
+	}
+	s.endExecution()
+	s.emit(s.doneEvent(code, reason))
+	if s.state == StateStopping && s.destroyed {
+		s.finish(ctx)
+	}
+}
+
+func (s *Sandbox) endExecution() {
+	e := s.exec
+	if e == nil {
+		return
+	}
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	if e.stdin != nil {
+		close(e.stdin)
+		e.stdin = nil
+	}
+	e.window.close()
+	s.exec = nil
+	if s.state == StateExecuting {
+		s.moveTo(StateClaimed)
+		s.touch()
+		s.armIdle()
+	}
+}
+
+func (s *Sandbox) doneEvent(code int, reason string) Event {
+	return Event{Kind: EventStatus, Status: StatusExecDone, ExitCode: &code, Reason: reason}
+}
+
+// --- stdin and kill ---
+
+func (s *Sandbox) onStdin(msg Stdin) {
+	e := s.exec
+	switch {
+	case e == nil:
+		s.emit(errorEvents(StatusExecError, "No execution is running to receive stdin.")...)
+	case e.stdin == nil:
+		s.emit(errorEvents(StatusStdinError, "Stdin of the execution is closed.")...)
+	default:
+		select {
+		case e.stdin <- []byte(msg.Data):
+		default:
+			s.emit(errorEvents(StatusStdinError, "Stdin is full: the process is not reading it.")...)
+		}
+	}
+}
+
+func (s *Sandbox) onCloseStdin() {
+	e := s.exec
+	if e == nil {
+		s.emit(errorEvents(StatusExecError, "No execution is running to close stdin of.")...)
+		return
+	}
+	if e.stdin != nil {
+		close(e.stdin)
+		e.stdin = nil
+	}
+}
+
+func writeStdin(w io.WriteCloser, chunks <-chan []byte) {
+	defer w.Close()
+	for b := range chunks {
+		if _, err := w.Write(b); err != nil {
+			for range chunks { // the process is gone; drop the rest
+			}
+			return
+		}
+	}
+}
+
+func (s *Sandbox) onKillProcess() {
+	e := s.exec
+	if e == nil {
+		s.emit(statusEvent(StatusForceKilled))
+		return
+	}
+	if e.proc == nil {
+		e.killWanted = true
+		return
+	}
+	s.startKill(e, ReasonKilled)
+}
+
+func (s *Sandbox) onTimeout(msg execTimedOut) {
+	if e := s.exec; e != nil && e.seq == msg.seq && e.proc != nil && !e.killing {
+		s.startKill(e, ReasonTimeout)
+	}
+}
+
+func (s *Sandbox) startKill(e *execution, reason string) {
+	if e.killing {
+		return
+	}
+	e.killing, e.reason = true, reason
+	seq, proc := e.seq, e.proc
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s.send(killDone{seq: seq, err: proc.Kill(ctx)})
+	}()
+}
+
+func (s *Sandbox) onKillDone(ctx actor.Context, msg killDone) {
+	e := s.exec
+	if e == nil || e.seq != msg.seq {
+		return
+	}
+	e.killing = false
+	if e.reason == ReasonKilled {
+		if msg.err != nil {
+			s.log.Warn().Err(msg.err).Msg("kill process")
+			s.emit(errorEvents(StatusForceKillError, "Failed to kill the process: "+msg.err.Error())...)
+		} else {
+			s.emit(statusEvent(StatusForceKilled))
+		}
+	}
+	if e.exited != nil {
+		s.finishExecution(ctx)
+	}
+}

@@ -1,0 +1,155 @@
+package actors
+
+import (
+	"context"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// Idle expiry and the stopping path, which every state can enter.
+
+// touch records activity: a client message, output, the end of an
+// execution.
+func (s *Sandbox) touch() { s.lastActivity = time.Now() }
+
+func (s *Sandbox) armIdle() {
+	s.stopIdle()
+	if s.cfg.Settings.IdleTimeout <= 0 {
+		return
+	}
+	wait := time.Until(s.lastActivity.Add(s.cfg.Settings.IdleTimeout))
+	// Our own timer, not protoactor's SetReceiveTimeout (racy in this
+	// version).
+	s.idleTimer = time.AfterFunc(max(wait, 0), func() { s.send(idleCheck{}) })
+}
+
+func (s *Sandbox) stopIdle() {
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+		s.idleTimer = nil
+	}
+}
+
+func (s *Sandbox) onIdleCheck() {
+	if s.state != StateClaimed || s.cfg.Settings.IdleTimeout <= 0 {
+		return // a running execution is never reaped
+	}
+	if time.Since(s.lastActivity) < s.cfg.Settings.IdleTimeout {
+		s.armIdle()
+		return
+	}
+	s.log.Info().Dur("idle_timeout", s.cfg.Settings.IdleTimeout).Msg("idle timeout")
+	s.stop(causeIdle)
+}
+
+// stop destroys the sandbox from any state; it answers within the runtime's
+// delete time, even while creating or executing.
+func (s *Sandbox) stop(cause stopCause) {
+	if s.state == StateStopping || s.state == StateStopped {
+		if cause == causeClient {
+			s.emit(statusEvent(StatusKilling))
+		}
+		return
+	}
+	s.cause = cause
+	wasWarming := s.state == StateWarming
+	s.moveTo(StateStopping)
+	s.stopIdle()
+	switch cause {
+	case causeClient:
+		s.emit(statusEvent(StatusKilling), statusEvent(StatusDeleting))
+	case causeIdle, causeShutdown:
+		s.emit(statusEvent(StatusDeleting))
+	}
+	if e := s.exec; e != nil {
+		e.window.close() // readers must not wait for a client anymore
+		if e.timer != nil {
+			e.timer.Stop()
+		}
+	}
+	if wasWarming {
+		// The create goroutine returns promptly once cancelled; its
+		// createDone then destroys whatever got created.
+		s.cancelCreate()
+		return
+	}
+	s.destroyInBackground()
+}
+
+func (s *Sandbox) destroyInBackground() {
+	go func() {
+		var err error
+		for attempt := 0; attempt < 3; attempt++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err = s.cfg.Runtime.Destroy(ctx, s.cfg.ID)
+			cancel()
+			if err == nil {
+				break
+			}
+			time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+		}
+		s.send(destroyDone{err: err})
+	}()
+}
+
+func (s *Sandbox) onDestroyed(ctx actor.Context, msg destroyDone) {
+	s.destroyed = true
+	if msg.err != nil {
+		s.log.Error().Err(msg.err).Msg("destroy sandbox")
+	}
+	if s.cause == causeClient && msg.err != nil {
+		s.emit(errorEvents(StatusKillError, "Failed to delete the sandbox: "+msg.err.Error())...)
+	}
+	if s.exec != nil && s.exec.proc != nil && s.exec.exited == nil {
+		// The process dies with the sandbox; give its output a moment to
+		// drain so the client gets DONE before DELETED.
+		time.AfterFunc(time.Second, func() { s.send(exitGraceOver{}) })
+		return
+	}
+	s.finish(ctx)
+}
+
+// finish reports the end to the client and stops the actor.
+func (s *Sandbox) finish(ctx actor.Context) {
+	if e := s.exec; e != nil {
+		code := 137
+		if e.exited != nil {
+			code = e.exited.code
+		}
+		s.endExecution()
+		s.emit(s.doneEvent(code, ReasonSandboxDeleted))
+	}
+	s.moveTo(StateStopped)
+	switch s.cause {
+	case causeClient:
+		s.emit(statusEvent(StatusDeleted), statusEvent(StatusKilled))
+		s.emit(Event{Gone: true, CloseCode: CloseNormal})
+	case causeIdle:
+		s.emit(statusEvent(StatusDeleted), Event{Gone: true})
+	case causeShutdown:
+		s.emit(statusEvent(StatusDeleted), Event{Gone: true, CloseCode: CloseGoingAway})
+	}
+	s.log.Debug().Msg("sandbox deleted")
+	ctx.Stop(s.self)
+}
+
+// onStopping runs when the actor is stopped by its supervisor (a panic or
+// shutdown) without going through stop: the sandbox must not outlive it.
+func (s *Sandbox) onStopping() {
+	s.endExecution()
+	s.stopIdle()
+	if s.cancelCreate != nil {
+		s.cancelCreate()
+	}
+	s.reply(ErrShuttingDown)
+	if s.destroyed || s.state == StateStopped {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.cfg.Runtime.Destroy(ctx, s.cfg.ID); err != nil {
+		s.log.Error().Err(err).Msg("destroy on stop")
+	}
+	s.destroyed = true
+}
