@@ -81,14 +81,11 @@ type Sink interface {
 
 func statusEvent(status string) Event { return Event{Kind: EventStatus, Status: status} }
 
-// errorEvents is an error status with its message, followed by the `error`
+// ErrorEvents is an error status with its message, followed by the `error`
 // event that protocol.md requires after every error status.
-func errorEvents(status, message string) []Event {
+func ErrorEvents(status, message string) []Event {
 	return []Event{
 		{Kind: EventStatus, Status: status, Message: message},
 		{Kind: EventError, Message: message},
 	}
 }
-
-// ErrorEvents is errorEvents for the transport's own protocol errors.
-func ErrorEvents(status, message string) []Event { return errorEvents(status, message) }

@@ -18,19 +18,19 @@ func (s *Sandbox) onExecute(msg Execute) {
 	argv, ok := lookupLanguage(msg.Language)
 	switch {
 	case !ok:
-		s.emit(errorEvents(StatusUnsupportedLang, UnsupportedLanguageMessage(msg.Language))...)
+		s.emit(ErrorEvents(StatusUnsupportedLang, UnsupportedLanguageMessage(msg.Language))...)
 		if s.exec == nil {
 			s.emit(s.doneEvent(0, ""))
 		}
 		return
 	case !msg.HasCode:
-		s.emit(errorEvents(StatusExecError, "The execute request has no code.")...)
+		s.emit(ErrorEvents(StatusExecError, "The execute request has no code.")...)
 		return
 	case s.state == StateExecuting:
-		s.emit(errorEvents(StatusExecError, "An execution is already in progress.")...)
+		s.emit(ErrorEvents(StatusExecError, "An execution is already in progress.")...)
 		return
 	case s.state != StateClaimed:
-		s.emit(errorEvents(StatusExecError, s.notRunningMessage())...)
+		s.emit(ErrorEvents(StatusExecError, s.notRunningMessage())...)
 		return
 	}
 	s.moveTo(StateExecuting)
@@ -78,7 +78,7 @@ func (s *Sandbox) onExecStarted(msg execStarted) {
 	if msg.err != nil {
 		s.log.Warn().Err(msg.err).Msg("exec failed")
 		s.endExecution()
-		s.emit(errorEvents(StatusExecError, "Failed to start the execution: "+msg.err.Error())...)
+		s.emit(ErrorEvents(StatusExecError, "Failed to start the execution: "+msg.err.Error())...)
 		return
 	}
 	e.proc = msg.proc
@@ -86,8 +86,8 @@ func (s *Sandbox) onExecStarted(msg execStarted) {
 		return // the process dies with the sandbox; DONE follows
 	}
 	s.emit(statusEvent(StatusExecRunning))
-	if e.killWanted {
-		s.startKill(e, ReasonKilled)
+	if e.pendingKill != "" {
+		s.startKill(e, e.pendingKill)
 	}
 }
 
@@ -181,14 +181,7 @@ func (s *Sandbox) endExecution() {
 	if e == nil {
 		return
 	}
-	if e.timer != nil {
-		e.timer.Stop()
-	}
-	if e.stdin != nil {
-		close(e.stdin)
-		e.stdin = nil
-	}
-	e.window.close()
+	e.release()
 	s.exec = nil
 	if s.state == StateExecuting {
 		s.moveTo(StateClaimed)
@@ -207,14 +200,14 @@ func (s *Sandbox) onStdin(msg Stdin) {
 	e := s.exec
 	switch {
 	case e == nil:
-		s.emit(errorEvents(StatusExecError, "No execution is running to receive stdin.")...)
+		s.emit(ErrorEvents(StatusExecError, "No execution is running to receive stdin.")...)
 	case e.stdin == nil:
-		s.emit(errorEvents(StatusStdinError, "Stdin of the execution is closed.")...)
+		s.emit(ErrorEvents(StatusStdinError, "Stdin of the execution is closed.")...)
 	default:
 		select {
 		case e.stdin <- []byte(msg.Data):
 		default:
-			s.emit(errorEvents(StatusStdinError, "Stdin is full: the process is not reading it.")...)
+			s.emit(ErrorEvents(StatusStdinError, "Stdin is full: the process is not reading it.")...)
 		}
 	}
 }
@@ -222,13 +215,10 @@ func (s *Sandbox) onStdin(msg Stdin) {
 func (s *Sandbox) onCloseStdin() {
 	e := s.exec
 	if e == nil {
-		s.emit(errorEvents(StatusExecError, "No execution is running to close stdin of.")...)
+		s.emit(ErrorEvents(StatusExecError, "No execution is running to close stdin of.")...)
 		return
 	}
-	if e.stdin != nil {
-		close(e.stdin)
-		e.stdin = nil
-	}
+	e.closeStdin()
 }
 
 func writeStdin(w io.WriteCloser, chunks <-chan []byte) {
@@ -243,22 +233,29 @@ func writeStdin(w io.WriteCloser, chunks <-chan []byte) {
 }
 
 func (s *Sandbox) onKillProcess() {
-	e := s.exec
-	if e == nil {
+	if s.exec == nil {
 		s.emit(statusEvent(StatusForceKilled))
 		return
 	}
-	if e.proc == nil {
-		e.killWanted = true
-		return
-	}
-	s.startKill(e, ReasonKilled)
+	s.kill(s.exec, ReasonKilled)
 }
 
 func (s *Sandbox) onTimeout(msg execTimedOut) {
-	if e := s.exec; e != nil && e.seq == msg.seq && e.proc != nil && !e.killing {
-		s.startKill(e, ReasonTimeout)
+	if e := s.exec; e != nil && e.seq == msg.seq {
+		s.kill(e, ReasonTimeout)
 	}
+}
+
+// kill kills the execution's process group now, or as soon as the process
+// has started.
+func (s *Sandbox) kill(e *execution, reason string) {
+	if e.proc == nil {
+		if e.pendingKill == "" {
+			e.pendingKill = reason
+		}
+		return
+	}
+	s.startKill(e, reason)
 }
 
 func (s *Sandbox) startKill(e *execution, reason string) {
@@ -283,7 +280,7 @@ func (s *Sandbox) onKillDone(ctx actor.Context, msg killDone) {
 	if e.reason == ReasonKilled {
 		if msg.err != nil {
 			s.log.Warn().Err(msg.err).Msg("kill process")
-			s.emit(errorEvents(StatusForceKillError, "Failed to kill the process: "+msg.err.Error())...)
+			s.emit(ErrorEvents(StatusForceKillError, "Failed to kill the process: "+msg.err.Error())...)
 		} else {
 			s.emit(statusEvent(StatusForceKilled))
 		}

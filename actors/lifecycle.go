@@ -62,11 +62,8 @@ func (s *Sandbox) stop(cause stopCause) {
 	case causeIdle, causeShutdown:
 		s.emit(statusEvent(StatusDeleting))
 	}
-	if e := s.exec; e != nil {
-		e.window.close() // readers must not wait for a client anymore
-		if e.timer != nil {
-			e.timer.Stop()
-		}
+	if s.exec != nil {
+		s.exec.release() // the process dies with the sandbox
 	}
 	if wasWarming {
 		// The create goroutine returns promptly once cancelled; its
@@ -99,7 +96,7 @@ func (s *Sandbox) onDestroyed(ctx actor.Context, msg destroyDone) {
 		s.log.Error().Err(msg.err).Msg("destroy sandbox")
 	}
 	if s.cause == causeClient && msg.err != nil {
-		s.emit(errorEvents(StatusKillError, "Failed to delete the sandbox: "+msg.err.Error())...)
+		s.emit(ErrorEvents(StatusKillError, "Failed to delete the sandbox: "+msg.err.Error())...)
 	}
 	if s.exec != nil && s.exec.proc != nil && s.exec.exited == nil {
 		// The process dies with the sandbox; give its output a moment to
@@ -137,7 +134,9 @@ func (s *Sandbox) finish(ctx actor.Context) {
 // onStopping runs when the actor is stopped by its supervisor (a panic or
 // shutdown) without going through stop: the sandbox must not outlive it.
 func (s *Sandbox) onStopping() {
-	s.endExecution()
+	if s.exec != nil {
+		s.exec.release()
+	}
 	s.stopIdle()
 	if s.cancelCreate != nil {
 		s.cancelCreate()

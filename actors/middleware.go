@@ -16,18 +16,11 @@ func LogPanics(log zerolog.Logger) actor.ReceiverMiddleware {
 			defer func() {
 				if r := recover(); r != nil {
 					log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).
-						Str("message_type", typeName(env.Message)).Msg("actor panicked")
+						Str("message_type", fmt.Sprintf("%T", env.Message)).Msg("actor panicked")
 					panic(r)
 				}
 			}()
 			next(c, env)
 		}
 	}
-}
-
-func typeName(v any) string {
-	if v == nil {
-		return "nil"
-	}
-	return fmt.Sprintf("%T", v)
 }

@@ -119,10 +119,30 @@ type execution struct {
 	window *window
 	timer  *time.Timer
 
-	killWanted bool   // kill_process arrived before the process started
-	killing    bool   // a kill is in flight: DONE waits for its outcome
-	reason     string // why the server ended it, for DONE
-	exited     *execExited
+	// pendingKill is the reason of a kill (kill_process or the timeout)
+	// that came before the process started.
+	pendingKill string
+	killing     bool   // a kill is in flight: DONE waits for its outcome
+	reason      string // why the server ended it, for DONE
+	exited      *execExited
+}
+
+// release stops feeding the execution: no more stdin, no timeout, and no
+// reader waits for a client anymore. It may run more than once.
+func (e *execution) release() {
+	e.closeStdin()
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	e.window.close()
+}
+
+// closeStdin sends EOF to the process once its queued stdin is written.
+func (e *execution) closeStdin() {
+	if e.stdin != nil {
+		close(e.stdin)
+		e.stdin = nil
+	}
 }
 
 // stdinQueue bounds stdin chunks waiting for a process that is not reading.
@@ -148,10 +168,6 @@ func (s *Sandbox) Props() *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor { return s },
 		actor.WithReceiverMiddleware(LogPanics(s.log)))
 }
-
-// State reports the current state; for tests, read only after the actor
-// stopped or from inside Receive.
-func (s *Sandbox) State() State { return s.state }
 
 // Receive is the state machine.
 func (s *Sandbox) Receive(ctx actor.Context) {
@@ -243,17 +259,22 @@ func (s *Sandbox) startCreate() {
 func (s *Sandbox) onCreated(ctx actor.Context, msg createDone) {
 	s.cancelCreate = nil
 	switch {
-	case s.state == StateStopping:
-		// Killed while creating: the runtime cleaned up a failed create;
-		// a create that won the race is destroyed now.
-		s.reply(ErrShuttingDown)
-		s.destroyInBackground()
 	case msg.err != nil:
-		s.moveTo(StateFailed)
-		s.log.Warn().Err(msg.err).Msg("create failed")
-		s.reply(fmt.Errorf("create sandbox: %w", msg.err))
-		s.cause = causeFailed
-		s.moveTo(StateStopping)
+		// Runtime.Create leaves nothing behind when it fails (cancelled
+		// by a kill included): there is nothing to destroy.
+		s.destroyed = true
+		if s.state == StateStopping {
+			s.reply(ErrShuttingDown)
+		} else {
+			s.moveTo(StateFailed)
+			s.log.Warn().Err(msg.err).Msg("create failed")
+			s.reply(fmt.Errorf("create sandbox: %w", msg.err))
+			s.cause = causeFailed
+		}
+		s.finish(ctx)
+	case s.state == StateStopping:
+		// Killed while creating, but the create won the race.
+		s.reply(ErrShuttingDown)
 		s.destroyInBackground()
 	default:
 		s.moveTo(StateClaimed)

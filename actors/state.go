@@ -19,7 +19,8 @@ const (
 	StateStopping
 	// StateStopped: destroyed; the actor is ending.
 	StateStopped
-	// StateFailed: creation failed; the actor is cleaning up.
+	// StateFailed: creation failed (the runtime left nothing); the actor
+	// is ending.
 	StateFailed
 )
 
@@ -40,7 +41,7 @@ var transitions = map[State][]State{
 	StateClaimed:   {StateExecuting, StateStopping},
 	StateExecuting: {StateClaimed, StateStopping},
 	StateStopping:  {StateStopped},
-	StateFailed:    {StateStopping, StateStopped},
+	StateFailed:    {StateStopped},
 }
 
 // TransitionError is an illegal move, which is always a bug in the caller.

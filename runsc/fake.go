@@ -25,6 +25,8 @@ type FakeExec struct {
 type Fake struct {
 	// CreateDelay makes Create take this long (cancelled by its context).
 	CreateDelay time.Duration
+	// ExecDelay makes Exec take this long before the process starts.
+	ExecDelay time.Duration
 	// CreateErr, when set, decides whether a Create fails.
 	CreateErr func(id string) error
 	// Handler runs an execution and returns its exit code; nil means
@@ -105,6 +107,7 @@ func (f *Fake) Create(ctx context.Context, id string, _ CreateOptions) error {
 }
 
 func (f *Fake) Exec(_ context.Context, id string, spec ProcessSpec) (Process, error) {
+	time.Sleep(f.ExecDelay) // a slow `runsc exec` start
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("exec %s", id)
