@@ -83,7 +83,9 @@ func (r *Runner) bundlesDir() string { return filepath.Join(r.cfg.StateDir, "bun
 // BundleDir holds a sandbox's config.json and host-side scratch files.
 func (r *Runner) BundleDir(id string) string { return filepath.Join(r.bundlesDir(), id) }
 
-func (r *Runner) globalFlags() []string {
+// GlobalFlags are the flags every runsc call of this runner carries (a raw
+// runsc baseline must use the same).
+func (r *Runner) GlobalFlags() []string {
 	flags := []string{
 		"--root=" + r.root,
 		"--platform=" + r.cfg.Platform,
@@ -96,7 +98,7 @@ func (r *Runner) globalFlags() []string {
 }
 
 func (r *Runner) command(args ...string) *exec.Cmd {
-	cmd := exec.Command(r.cfg.Binary, append(r.globalFlags(), args...)...)
+	cmd := exec.Command(r.cfg.Binary, append(r.GlobalFlags(), args...)...)
 	// A group of its own, so a deadline kills runsc and every helper it
 	// forked, never anything of ours.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -90,7 +90,7 @@ func calls(t *testing.T, dir string) []string {
 // subcommands strips the global flags from every call.
 func subcommands(t *testing.T, r *Runner, dir string) []string {
 	t.Helper()
-	prefix := strings.Join(r.globalFlags(), " ") + " "
+	prefix := strings.Join(r.GlobalFlags(), " ") + " "
 	var out []string
 	for _, c := range calls(t, dir) {
 		require.True(t, strings.HasPrefix(c, prefix), "call %q lacks the global flags %q", c, prefix)

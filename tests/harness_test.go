@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/sandpool/sandpool/runsc"
 )
@@ -206,27 +205,34 @@ func (s *server) stop() {
 				}
 			}
 		}
-		s.deleteLeftoverContainers()
+		s.deleteLeftovers()
 		s.killLeftoverProcesses()
-		s.unmountLeftovers()
 		s.removeStateDir()
 	})
 }
 
-// deleteLeftoverContainers force-deletes containers still under the
-// server's runsc root so a failed test does not leak sandboxes.
-func (s *server) deleteLeftoverContainers() {
-	ids, err := s.runscList()
+// deleteLeftovers removes, with the server's own reconciliation, every
+// container, bundle and mount left under the state dir, so a failed test
+// does not leak sandboxes.
+func (s *server) deleteLeftovers() {
+	ctx, cancel := context.WithTimeout(context.Background(), runscTimeout)
+	defer cancel()
+	leftovers, err := reconcile(ctx, s.stateDir)
+	for _, id := range leftovers {
+		s.t.Logf("cleanup: deleted leftover container %s", id)
+	}
 	if err != nil {
-		s.t.Logf("cleanup: runsc list: %v", err)
-		return
+		s.t.Logf("cleanup: %v", err)
 	}
-	for _, id := range ids {
-		s.t.Logf("cleanup: deleting leftover container %s", id)
-		if out, err := s.runsc("delete", "--force", id); err != nil {
-			s.t.Logf("cleanup: runsc delete --force %s: %v\n%s", id, err, out)
-		}
+}
+
+// reconcile runs runsc.Runner.Reconcile on a state dir.
+func reconcile(ctx context.Context, stateDir string) ([]string, error) {
+	r, err := runsc.New(runsc.Config{Binary: runscBinary, StateDir: stateDir, Rootfs: rootfsDir})
+	if err != nil {
+		return nil, err
 	}
+	return r.Reconcile(ctx)
 }
 
 // killLeftoverProcesses SIGKILLs runsc processes the server spawned that
@@ -236,21 +242,6 @@ func (s *server) killLeftoverProcesses() {
 	for _, p := range processesMentioning(s.stateDir) {
 		s.t.Logf("cleanup: killing leftover process %d: %s", p.pid, p.cmdline)
 		_ = syscall.Kill(p.pid, syscall.SIGKILL)
-	}
-}
-
-// unmountLeftovers detaches every mount under the state dir (runsc leaves a
-// null-netns nsfs mount under its root), deepest first.
-func (s *server) unmountLeftovers() {
-	mounts, err := mountsUnder(s.stateDir)
-	if err != nil {
-		s.t.Logf("cleanup: read mountinfo: %v", err)
-		return
-	}
-	for _, mp := range mounts {
-		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
-			s.t.Logf("cleanup: unmount %s: %v", mp, err)
-		}
 	}
 }
 

@@ -1,16 +1,17 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sandpool/sandpool/actors"
@@ -87,38 +88,36 @@ func percentile(samples []time.Duration, p int) time.Duration {
 	return s[max(rank, 1)-1]
 }
 
-// rawRunsc drives runsc directly with the flags and spec sandpool uses.
+// rawRunsc drives the runsc CLI directly, with the global flags and the
+// spec sandpool's runner uses.
 type rawRunsc struct {
-	dir, root, bundle string
+	runner *runsc.Runner
+	dir    string
+	bundle string
 }
 
 func newRawRunsc(b *testing.B) *rawRunsc {
 	dir, err := os.MkdirTemp("", "sandpool-raw-")
 	require.NoError(b, err)
-	r := &rawRunsc{dir: dir, root: filepath.Join(dir, "root"), bundle: filepath.Join(dir, "bundle")}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := reconcile(ctx, dir)
+		assert.NoError(b, err)
+		_ = os.RemoveAll(dir)
+	})
+	runner, err := runsc.New(runsc.Config{Binary: runscBinary, StateDir: dir, Rootfs: rootfsDir})
+	require.NoError(b, err)
+	r := &rawRunsc{runner: runner, dir: dir, bundle: filepath.Join(dir, "raw-bundle")}
 	require.NoError(b, os.MkdirAll(r.bundle, 0o700))
 	spec, err := json.Marshal(runsc.BuildSpec(runsc.SpecConfig{Rootfs: rootfsDir}))
 	require.NoError(b, err)
 	require.NoError(b, os.WriteFile(filepath.Join(r.bundle, "config.json"), spec, 0o600))
-	b.Cleanup(func() {
-		ids, _ := r.cmd("list", "--quiet").Output()
-		for _, id := range strings.Fields(string(ids)) {
-			_ = r.cmd("delete", "--force", id).Run()
-		}
-		if mounts, err := mountsUnder(dir); err == nil {
-			for i := len(mounts) - 1; i >= 0; i-- {
-				_ = exec.Command("umount", "-l", mounts[i]).Run()
-			}
-		}
-		_ = os.RemoveAll(dir)
-	})
 	return r
 }
 
 func (r *rawRunsc) cmd(args ...string) *exec.Cmd {
-	return exec.Command(runscBinary, append([]string{
-		"--root=" + r.root, "--platform=systrap", "--network=none", "--overlay2=root:memory",
-	}, args...)...)
+	return exec.Command(runscBinary, append(r.runner.GlobalFlags(), args...)...)
 }
 
 // start is create + start, as a runtime without sandpool would do it.

@@ -91,9 +91,12 @@ func missingPrerequisites() string {
 	if info, err := os.Stat(runscBinary); err != nil || info.Mode()&0o111 == 0 {
 		return fmt.Sprintf("runsc binary missing or not executable at %s", runscBinary)
 	}
-	// The marker is written last by `make rootfs`: a half-built rootfs lacks it.
-	if _, err := os.Stat(filepath.Join(rootfsDir, ".sandpool-rootfs")); err != nil {
-		return fmt.Sprintf("rootfs missing or incomplete at %s", rootfsDir)
+	// The markers are written last by `make rootfs`: a half-built rootfs,
+	// or one without the python stdio fix, lacks them.
+	for _, marker := range []string{".sandpool-rootfs", ".sandpool-stdio"} {
+		if _, err := os.Stat(filepath.Join(rootfsDir, marker)); err != nil {
+			return fmt.Sprintf("rootfs missing or incomplete at %s (no %s)", rootfsDir, marker)
+		}
 	}
 	return ""
 }
