@@ -115,7 +115,7 @@ func (s *Sandbox) readOutput(seq int, kind string, r io.Reader, w *window) {
 	var dec utf8Decoder
 	forward := func(text string) {
 		if text != "" {
-			s.send(execOutput{seq: seq, kind: kind, text: text, credit: w.acquire(len(text))})
+			s.send(execOutput{seq: seq, kind: kind, text: text, credit: w.acquire(len(text) + eventCost)})
 		}
 	}
 	for {

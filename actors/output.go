@@ -58,8 +58,20 @@ func toValid(b []byte) string {
 	return sb.String()
 }
 
-// window bounds the output bytes of one execution that are read but not yet
-// written to the client. A full window stops the readers, the pipe fills,
+// DefaultOutputWindow is the flow window of an execution's output.
+const DefaultOutputWindow = 4 << 20
+
+// eventCost is what every output chunk costs of the window on top of its
+// bytes, so the window bounds the number of chunks in flight too: a program
+// writing one byte at a time must not flood a slow client's queue.
+const eventCost = 1 << 10
+
+// MaxOutputEvents is the most output chunks in flight through a window of
+// the given size: what a Sink's queue must hold besides status events.
+func MaxOutputEvents(window int) int { return window/eventCost + 1 }
+
+// window bounds the output of one execution that is read but not yet
+// written to the client, in bytes plus eventCost per chunk. A full window stops the readers, the pipe fills,
 // and the process blocks on write: back-pressure instead of unbounded memory.
 type window struct {
 	mu     sync.Mutex

@@ -75,7 +75,8 @@ type Config struct {
 	Logger  zerolog.Logger
 	// CreateTimeout bounds runsc's create (default 60 s).
 	CreateTimeout time.Duration
-	// OutputWindow bounds an execution's unsent output (default 4 MiB).
+	// OutputWindow bounds an execution's unsent output (default
+	// DefaultOutputWindow).
 	OutputWindow int
 }
 
@@ -154,7 +155,7 @@ func New(cfg Config) *Sandbox {
 		cfg.CreateTimeout = 60 * time.Second
 	}
 	if cfg.OutputWindow <= 0 {
-		cfg.OutputWindow = 4 << 20
+		cfg.OutputWindow = DefaultOutputWindow
 	}
 	return &Sandbox{
 		cfg:  cfg,

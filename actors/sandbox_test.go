@@ -445,49 +445,63 @@ func TestDetachedOutputNeverBlocks(t *testing.T) {
 
 func TestSlowClientGetsBackPressure(t *testing.T) {
 	const window = 8 << 10
-	rt := runsc.NewFake()
-	wrote := make(chan int, 1)
-	rt.Handler = func(e runsc.FakeExec) int {
-		n := 0
-		for i := 0; i < 64; i++ {
-			m, err := io.WriteString(e.Stdout, strings.Repeat("y", 1024))
-			n += m
-			if err != nil {
-				break
+	tests := []struct {
+		name          string
+		chunk, chunks int
+	}{
+		{"bytes bound the window", 1024, 64},
+		// 4000 one-byte writes fit an 8 KiB byte budget; the per-chunk
+		// cost must still stop them, or a slow client's queue floods.
+		{"chunks bound the window", 1, 4000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rt := runsc.NewFake()
+			wrote := make(chan struct{})
+			rt.Handler = func(e runsc.FakeExec) int {
+				defer close(wrote)
+				for i := 0; i < tt.chunks; i++ {
+					if _, err := io.WriteString(e.Stdout, strings.Repeat("y", tt.chunk)); err != nil {
+						return 1
+					}
+				}
+				return 0
 			}
-		}
-		wrote <- n
-		return 0
-	}
-	h, err := start(t, rt, Settings{}, func(c *Config) { c.OutputWindow = window })
-	require.NoError(t, err)
-	h.sink.mu.Lock()
-	h.sink.hold = true
-	h.sink.mu.Unlock()
-	h.ref.Send(Execute{Language: "python", Code: "x", HasCode: true})
+			h, err := start(t, rt, Settings{}, func(c *Config) { c.OutputWindow = window })
+			require.NoError(t, err)
+			h.sink.mu.Lock()
+			h.sink.hold = true
+			h.sink.mu.Unlock()
+			h.ref.Send(Execute{Language: "python", Code: "x", HasCode: true})
 
-	// The client holds everything it got: the writer must stall near the
-	// window, not run ahead.
-	received := 0
-	deadline := time.After(300 * time.Millisecond)
-collect:
-	for {
-		select {
-		case ev := <-h.sink.ch:
-			received += len(ev.Data)
-		case <-deadline:
-			break collect
-		}
+			// The client holds everything it got: the writer must stall
+			// at the window, not run ahead.
+			received, events := 0, 0
+			deadline := time.After(300 * time.Millisecond)
+		collect:
+			for {
+				select {
+				case ev := <-h.sink.ch:
+					if ev.Kind == EventStdout {
+						received += len(ev.Data)
+						events++
+					}
+				case <-deadline:
+					break collect
+				}
+			}
+			assert.LessOrEqual(t, received, window+32<<10, "output ran past the flow window")
+			assert.LessOrEqual(t, events, MaxOutputEvents(window), "more chunks in flight than the window allows")
+			select {
+			case <-wrote:
+				t.Fatal("the process finished writing although the client read nothing")
+			default:
+			}
+			h.sink.releaseHeld()
+			_, stdout, _, _ := h.sink.until(t, StatusExecDone)
+			assert.Equal(t, tt.chunk*tt.chunks, received+len(stdout))
+		})
 	}
-	assert.LessOrEqual(t, received, window+32<<10, "output ran past the flow window")
-	select {
-	case <-wrote:
-		t.Fatal("the process finished writing although the client read nothing")
-	default:
-	}
-	h.sink.releaseHeld()
-	_, stdout, _, _ := h.sink.until(t, StatusExecDone)
-	assert.Equal(t, 64*1024, received+len(stdout))
 }
 
 func TestTransitions(t *testing.T) {

@@ -21,10 +21,10 @@ const hardMessageLimit = 256 << 20
 // this time is dead.
 const writeTimeout = 10 * time.Second
 
-// outboundEvents bounds the events queued for one client. Output is also
-// bounded by the actor's flow window, so this only fills for a client that
-// stopped reading.
-const outboundEvents = 4096
+// outboundEvents bounds the events queued for one client: every output
+// chunk the actor's flow window lets through, plus room for status events.
+// It only fills for a client that stopped reading status events too.
+var outboundEvents = actors.MaxOutputEvents(actors.DefaultOutputWindow) + 1024
 
 // frame is one client message, or why it could not be read.
 type frame struct {
@@ -125,12 +125,8 @@ func (c *conn) writeLoop() {
 	defer ping.Stop()
 	for {
 		select {
-		case ev := <-c.queue.ch:
-			if !c.write(ev) {
-				return
-			}
-			if ev.CloseCode != 0 {
-				c.closeWith(ev.CloseCode)
+		case <-c.queue.ready:
+			if !c.writeAll(c.queue.take()) {
 				return
 			}
 		case <-ping.C:
@@ -140,6 +136,27 @@ func (c *conn) writeLoop() {
 		case <-c.stop:
 			return
 		}
+	}
+}
+
+// writeAll writes events in order; false means the connection is done (a
+// write failed or an event closed it).
+func (c *conn) writeAll(events []actors.Event) bool {
+	for i, ev := range events {
+		if !c.write(ev) || ev.CloseCode != 0 {
+			releaseAll(events[i+1:])
+			if ev.CloseCode != 0 {
+				c.closeWith(ev.CloseCode)
+			}
+			return false
+		}
+	}
+	return true
+}
+
+func releaseAll(events []actors.Event) {
+	for _, ev := range events {
+		ev.Release()
 	}
 }
 

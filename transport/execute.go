@@ -61,17 +61,18 @@ func streamOutput(ctx context.Context, w io.Writer, flusher http.Flusher, events
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case ev := <-events.ch:
-			done, err := writeOutput(w, ev)
-			ev.Release()
-			if err != nil {
-				return err
+		case <-events.ready:
+			batch := events.take()
+			for i, ev := range batch {
+				done, err := writeOutput(w, ev)
+				ev.Release()
+				if err != nil || done {
+					releaseAll(batch[i+1:])
+					return err
+				}
 			}
 			if flusher != nil {
 				flusher.Flush()
-			}
-			if done {
-				return nil
 			}
 		}
 	}
