@@ -23,8 +23,8 @@ func badMessage(status, format string, args ...any) *protocolError {
 	return &protocolError{status: status, message: fmt.Sprintf(format, args...)}
 }
 
-// Init is the decoded first frame on /create.
-type Init struct {
+// initMessage is the decoded first frame on /create.
+type initMessage struct {
 	IdleTimeout              time.Duration
 	EnableCheckpoint         bool
 	EnableHandoff            bool
@@ -34,19 +34,19 @@ type Init struct {
 
 // decodeInit parses the init message; absent keys take their defaults and
 // unknown keys are ignored (protocol.md §2).
-func decodeInit(frame []byte, defaultIdle time.Duration) (Init, error) {
+func decodeInit(frame []byte, defaultIdle time.Duration) (initMessage, error) {
 	fields, err := decodeObject(frame)
 	if err != nil {
-		return Init{}, fmt.Errorf("Invalid init message: %s", err.message)
+		return initMessage{}, fmt.Errorf("Invalid init message: %s", err.message)
 	}
-	init := Init{IdleTimeout: defaultIdle}
+	init := initMessage{IdleTimeout: defaultIdle}
 	if raw, ok := fields["idle_timeout"]; ok {
 		if isNull(raw) {
 			init.IdleTimeout = 0
 		} else {
 			var secs float64
 			if json.Unmarshal(raw, &secs) != nil || secs < 0 || math.IsInf(secs, 0) || secs > 365*24*3600 {
-				return Init{}, fmt.Errorf("Invalid init message: 'idle_timeout' must be a non-negative number of seconds or null.")
+				return initMessage{}, fmt.Errorf("Invalid init message: 'idle_timeout' must be a non-negative number of seconds or null.")
 			}
 			init.IdleTimeout = time.Duration(secs * float64(time.Second))
 		}
@@ -58,13 +58,13 @@ func decodeInit(frame []byte, defaultIdle time.Duration) (Init, error) {
 	} {
 		if raw, ok := fields[key]; ok && !isNull(raw) {
 			if json.Unmarshal(raw, dst) != nil {
-				return Init{}, fmt.Errorf("Invalid init message: '%s' must be a boolean.", key)
+				return initMessage{}, fmt.Errorf("Invalid init message: '%s' must be a boolean.", key)
 			}
 		}
 	}
 	if raw, ok := fields["filesystem_snapshot_name"]; ok && !isNull(raw) {
 		if json.Unmarshal(raw, &init.SnapshotName) != nil {
-			return Init{}, fmt.Errorf("Invalid init message: 'filesystem_snapshot_name' must be a string.")
+			return initMessage{}, fmt.Errorf("Invalid init message: 'filesystem_snapshot_name' must be a string.")
 		}
 	}
 	return init, nil

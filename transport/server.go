@@ -162,7 +162,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 // unsupportedInit names the features this server cannot give the client.
-func unsupportedInit(init Init) string {
+func unsupportedInit(init initMessage) string {
 	switch {
 	case init.SnapshotName != "":
 		return "Filesystem snapshot is not enabled on the server."
