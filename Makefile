@@ -63,9 +63,10 @@ $(ROOTFS)/.sandpool-stdio: runsc/rootfs/sandpool_stdio.py $(ROOTFS)/.sandpool-ro
 
 deps: runsc rootfs
 
-# Serve on 127.0.0.1:8080 with state under var/ (git-ignored).
+# Serve on 127.0.0.1:8080 with state and filesystem snapshots under var/
+# (git-ignored).
 run: deps build
-	$(SANDPOOL) serve --state-dir $(STATE_DIR) $(ARGS)
+	$(SANDPOOL) serve --state-dir $(STATE_DIR) --filesystem-snapshot-path $(STATE_DIR)/snapshots $(ARGS)
 
 # Unit tests (fake runtime) and integration tests (real runsc and rootfs,
 # which `deps` installs). CI=true turns a missing runsc or rootfs into a

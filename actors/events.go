@@ -21,6 +21,9 @@ const (
 	StatusNotFound         = "SANDBOX_NOT_FOUND"
 	StatusPermissionDenial = "SANDBOX_PERMISSION_DENIAL_ERROR"
 	StatusInUse            = "SANDBOX_IN_USE"
+	StatusSnapshotCreating = "SANDBOX_FILESYSTEM_SNAPSHOT_CREATING"
+	StatusSnapshotCreated  = "SANDBOX_FILESYSTEM_SNAPSHOT_CREATED"
+	StatusSnapshotError    = "SANDBOX_FILESYSTEM_SNAPSHOT_ERROR"
 )
 
 // Event kinds (the wire's "event" key).

@@ -32,8 +32,8 @@ func (s *Sandbox) stopIdle() {
 }
 
 func (s *Sandbox) onIdleCheck() {
-	if s.state != StateClaimed || s.cfg.Settings.IdleTimeout <= 0 {
-		return // a running execution is never reaped
+	if s.state != StateClaimed || s.snapshot != nil || s.cfg.Settings.IdleTimeout <= 0 {
+		return // a running execution or snapshot is never reaped
 	}
 	if time.Since(s.lastActivity) < s.cfg.Settings.IdleTimeout {
 		s.armIdle()
@@ -64,6 +64,9 @@ func (s *Sandbox) stop(cause stopCause) {
 	}
 	if s.exec != nil {
 		s.exec.release() // the process dies with the sandbox
+	}
+	if s.snapshot != nil {
+		s.snapshot.cancel() // a kill wins over a long snapshot
 	}
 	if wasWarming {
 		// The create goroutine returns promptly once cancelled; its
@@ -107,8 +110,14 @@ func (s *Sandbox) onDestroyed(ctx actor.Context, msg destroyDone) {
 	s.finish(ctx)
 }
 
-// finish reports the end to the client and stops the actor.
+// finish reports the end to the client and stops the actor. With a
+// cancelled snapshot still cleaning up, it waits for it: the client hears
+// DELETED only when nothing of the sandbox is left on the host.
 func (s *Sandbox) finish(ctx actor.Context) {
+	if s.snapshot != nil {
+		s.snapshot.finishAfter = true
+		return
+	}
 	if e := s.exec; e != nil {
 		code := 137
 		if e.exited != nil {
@@ -140,6 +149,9 @@ func (s *Sandbox) onStopping() {
 	s.stopIdle()
 	if s.cancelCreate != nil {
 		s.cancelCreate()
+	}
+	if s.snapshot != nil {
+		s.snapshot.cancel()
 	}
 	s.reply(ErrShuttingDown)
 	if s.destroyed || s.state == StateStopped {

@@ -3,6 +3,7 @@ package actors
 import (
 	"time"
 
+	"github.com/sandpool/sandpool/pool/snapshots"
 	"github.com/sandpool/sandpool/runsc"
 )
 
@@ -34,6 +35,8 @@ type (
 	Detach struct{ Sink Sink }
 	// Shutdown destroys the sandbox because the server is stopping.
 	Shutdown struct{}
+	// SnapshotFilesystem saves the sandbox's filesystem under Name.
+	SnapshotFilesystem struct{ Name string }
 )
 
 // Internal messages: results of work done off the mailbox.
@@ -59,8 +62,12 @@ type (
 		seq int
 		err error
 	}
-	execTimedOut  struct{ seq int }
-	idleCheck     struct{}
-	destroyDone   struct{ err error }
+	execTimedOut struct{ seq int }
+	idleCheck    struct{}
+	destroyDone  struct{ err error }
+	snapshotDone struct {
+		info snapshots.Info
+		err  error
+	}
 	exitGraceOver struct{}
 )

@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
+	"github.com/sandpool/sandpool/pool/snapshots"
 	"github.com/sandpool/sandpool/runsc"
 )
 
@@ -60,6 +61,9 @@ func UnsupportedLanguageMessage(name string) string {
 type Settings struct {
 	// IdleTimeout reaps the sandbox after this much inactivity; 0 = never.
 	IdleTimeout time.Duration
+	// Snapshot names the filesystem snapshot to start from ("" = the base
+	// rootfs).
+	Snapshot string
 }
 
 // Config builds one sandbox actor.
@@ -78,6 +82,13 @@ type Config struct {
 	// OutputWindow bounds an execution's unsent output (default
 	// DefaultOutputWindow).
 	OutputWindow int
+	// Snapshots stores filesystem snapshots; nil disables them.
+	Snapshots *snapshots.Store
+	// SnapshotTimeout bounds one filesystem snapshot (default 10 min).
+	SnapshotTimeout time.Duration
+	// From, when set, is the snapshot the sandbox starts from. The actor
+	// owns it and closes it once runsc has read it.
+	From *snapshots.Snapshot
 }
 
 // stopCause says why a sandbox is being destroyed; it picks the events the
@@ -105,8 +116,9 @@ type Sandbox struct {
 	lastActivity time.Time
 	idleTimer    *time.Timer
 
-	seq  int
-	exec *execution
+	seq      int
+	exec     *execution
+	snapshot *snapshotJob
 
 	cause     stopCause
 	destroyed bool
@@ -156,6 +168,9 @@ func New(cfg Config) *Sandbox {
 	}
 	if cfg.OutputWindow <= 0 {
 		cfg.OutputWindow = DefaultOutputWindow
+	}
+	if cfg.SnapshotTimeout <= 0 {
+		cfg.SnapshotTimeout = 10 * time.Minute
 	}
 	return &Sandbox{
 		cfg:  cfg,
@@ -209,6 +224,11 @@ func (s *Sandbox) Receive(ctx actor.Context) {
 		s.onKillDone(ctx, msg)
 	case execTimedOut:
 		s.onTimeout(msg)
+	case SnapshotFilesystem:
+		s.touch()
+		s.onSnapshot(msg)
+	case snapshotDone:
+		s.onSnapshotDone(ctx, msg)
 	case idleCheck:
 		s.onIdleCheck()
 	case KillSandbox:
@@ -250,11 +270,33 @@ func (s *Sandbox) moveTo(to State) {
 func (s *Sandbox) startCreate() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CreateTimeout)
 	s.cancelCreate = cancel
+	from := s.cfg.From
+	s.cfg.From = nil
 	go func() {
 		defer cancel()
-		err := s.cfg.Runtime.Create(ctx, s.cfg.ID, runsc.CreateOptions{})
+		var opts runsc.CreateOptions
+		if from != nil {
+			opts.RootfsTar = from.Path()
+			defer from.Close()
+		}
+		err := s.cfg.Runtime.Create(ctx, s.cfg.ID, opts)
+		if from != nil && errors.Is(err, runsc.ErrBadRootfsTar) {
+			// Reported like a snapshot whose files do not match its
+			// metadata: the client learns which snapshot is unusable.
+			err = fmt.Errorf("%w: %s: %s", snapshots.ErrCorrupt, from.Info.Name, errorDetail(err, runsc.ErrBadRootfsTar))
+		}
 		s.send(createDone{err: err})
 	}()
+}
+
+// errorDetail is what err says after sentinel (errors wrapped as
+// "...: sentinel: detail").
+func errorDetail(err, sentinel error) string {
+	text := err.Error()
+	if i := strings.LastIndex(text, sentinel.Error()+": "); i >= 0 {
+		return text[i+len(sentinel.Error())+2:]
+	}
+	return text
 }
 
 func (s *Sandbox) onCreated(ctx actor.Context, msg createDone) {
@@ -269,7 +311,11 @@ func (s *Sandbox) onCreated(ctx actor.Context, msg createDone) {
 		} else {
 			s.moveTo(StateFailed)
 			s.log.Warn().Err(msg.err).Msg("create failed")
-			s.reply(fmt.Errorf("create sandbox: %w", msg.err))
+			if errors.Is(msg.err, snapshots.ErrCorrupt) {
+				s.reply(msg.err) // already says which snapshot and why
+			} else {
+				s.reply(fmt.Errorf("create sandbox: %w", msg.err))
+			}
 			s.cause = causeFailed
 		}
 		s.finish(ctx)

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sandpool/sandpool/actors"
+	"github.com/sandpool/sandpool/pool/snapshots"
 	"github.com/sandpool/sandpool/runsc"
 )
 
@@ -26,6 +27,8 @@ var (
 	ErrNoCapacity = errors.New("sandbox capacity reached")
 	// ErrShuttingDown means the server is stopping.
 	ErrShuttingDown = actors.ErrShuttingDown
+	// ErrSnapshotsDisabled means no snapshot directory is configured.
+	ErrSnapshotsDisabled = errors.New("filesystem snapshots are not enabled")
 )
 
 // Config configures a Pool.
@@ -36,6 +39,10 @@ type Config struct {
 	MaxSandboxes  int
 	CreateTimeout time.Duration
 	Logger        zerolog.Logger
+	// Snapshots is the filesystem snapshot store; nil disables snapshots.
+	Snapshots *snapshots.Store
+	// SnapshotTimeout bounds one filesystem snapshot (default 10 min).
+	SnapshotTimeout time.Duration
 }
 
 // Pool creates and supervises sandboxes.
@@ -79,20 +86,33 @@ func New(cfg Config) (*Pool, error) {
 // Live is the number of sandboxes that exist or are being created.
 func (p *Pool) Live() int { return int(p.live.Load()) }
 
-// Create starts a sandbox for a client and waits until it runs. If ctx ends
-// first, the sandbox is killed.
+// Create starts a sandbox for a client (from settings.Snapshot, if set) and
+// waits until it runs. If ctx ends first, the sandbox is killed.
 func (p *Pool) Create(ctx context.Context, settings actors.Settings, sink actors.Sink) (*actors.Ref, error) {
 	if p.closed.Load() {
 		return nil, ErrShuttingDown
 	}
+	from, err := p.openSnapshot(settings.Snapshot)
+	if err != nil {
+		return nil, err
+	}
 	reply := make(chan createResult, 1)
-	p.root.Send(p.pid, createRequest{settings: settings, sink: sink, reply: reply})
+	p.root.Send(p.pid, createRequest{settings: settings, sink: sink, from: from, reply: reply})
 	var res createResult
 	select {
 	case res = <-reply:
 	case <-p.stopped:
+		// The supervisor is gone; nobody took the snapshot over.
+		closeSnapshot(from)
 		return nil, ErrShuttingDown
 	case <-ctx.Done():
+		// The supervisor still answers: the reply says whether an actor
+		// took the snapshot over.
+		go func() {
+			if res := <-reply; res.err == nil {
+				res.ref.Send(actors.KillSandbox{})
+			}
+		}()
 		return nil, ctx.Err()
 	}
 	if res.err != nil {
@@ -128,10 +148,31 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	}
 }
 
+// openSnapshot opens the snapshot a sandbox starts from, so a snapshot
+// replaced meanwhile does not change what it gets.
+func (p *Pool) openSnapshot(name string) (*snapshots.Snapshot, error) {
+	if name == "" {
+		return nil, nil
+	}
+	if p.cfg.Snapshots == nil {
+		return nil, ErrSnapshotsDisabled
+	}
+	return p.cfg.Snapshots.Open(name)
+}
+
+func closeSnapshot(sn *snapshots.Snapshot) {
+	if sn != nil {
+		_ = sn.Close()
+	}
+}
+
 type createRequest struct {
 	settings actors.Settings
 	sink     actors.Sink
-	reply    chan<- createResult
+	// from is the opened snapshot to start from; the sandbox actor closes
+	// it, or the supervisor when no actor is made.
+	from  *snapshots.Snapshot
+	reply chan<- createResult
 }
 
 type createResult struct {
@@ -153,7 +194,11 @@ type supervisor struct {
 func (s *supervisor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case createRequest:
-		msg.reply <- s.create(ctx, msg)
+		res := s.create(ctx, msg)
+		if res.err != nil {
+			closeSnapshot(msg.from)
+		}
+		msg.reply <- res
 	case *actor.Terminated:
 		s.forget(msg.Who)
 	case shutdownRequest:
@@ -177,14 +222,17 @@ func (s *supervisor) create(ctx actor.Context, req createRequest) createResult {
 	created := make(chan error, 1)
 	id := actors.NewID()
 	sb := actors.New(actors.Config{
-		ID:            id,
-		Token:         actors.NewToken(),
-		Runtime:       cfg.Runtime,
-		Settings:      req.settings,
-		Sink:          req.sink,
-		Created:       created,
-		Logger:        cfg.Logger,
-		CreateTimeout: cfg.CreateTimeout,
+		ID:              id,
+		Token:           actors.NewToken(),
+		Runtime:         cfg.Runtime,
+		Settings:        req.settings,
+		Sink:            req.sink,
+		Created:         created,
+		Logger:          cfg.Logger,
+		CreateTimeout:   cfg.CreateTimeout,
+		Snapshots:       cfg.Snapshots,
+		SnapshotTimeout: cfg.SnapshotTimeout,
+		From:            req.from,
 	})
 	pid, err := ctx.SpawnNamed(sb.Props(), id)
 	if err != nil {

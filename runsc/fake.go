@@ -1,9 +1,11 @@
 package runsc
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,21 +31,37 @@ type Fake struct {
 	ExecDelay time.Duration
 	// CreateErr, when set, decides whether a Create fails.
 	CreateErr func(id string) error
+	// SnapshotDelay makes SnapshotFilesystem take this long (cancelled by
+	// its context) after it wrote the first half of the file.
+	SnapshotDelay time.Duration
+	// SnapshotErr, when set, makes SnapshotFilesystem fail after writing.
+	SnapshotErr error
 	// Handler runs an execution and returns its exit code; nil means
 	// DefaultFakeHandler.
 	Handler func(FakeExec) int
 
 	mu          sync.Mutex
 	calls       []string
-	sandboxes   map[string]map[*fakeProcess]struct{}
+	sandboxes   map[string]*fakeSandbox
 	creating    int
 	maxCreating int
 }
 
 var _ Runtime = (*Fake)(nil)
 
+// fakeSandbox is one live fake sandbox.
+type fakeSandbox struct {
+	procs map[*fakeProcess]struct{}
+	// rootfs is the content of the snapshot it was created from.
+	rootfs []byte
+}
+
+// FakeSnapshotPrefix starts every file the fake's SnapshotFilesystem
+// writes; a RootfsTar without it fails to restore, like a corrupt tar.
+const FakeSnapshotPrefix = "fake rootfs-upper\n"
+
 // NewFake returns an empty fake runtime.
-func NewFake() *Fake { return &Fake{sandboxes: map[string]map[*fakeProcess]struct{}{}} }
+func NewFake() *Fake { return &Fake{sandboxes: map[string]*fakeSandbox{}} }
 
 func (f *Fake) record(format string, args ...any) {
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))
@@ -74,9 +92,13 @@ func (f *Fake) Live() []string {
 	return ids
 }
 
-func (f *Fake) Create(ctx context.Context, id string, _ CreateOptions) error {
+func (f *Fake) Create(ctx context.Context, id string, opts CreateOptions) error {
 	f.mu.Lock()
-	f.record("create %s", id)
+	if opts.RootfsTar != "" {
+		f.record("create %s from %s", id, opts.RootfsTar)
+	} else {
+		f.record("create %s", id)
+	}
 	f.creating++
 	f.maxCreating = max(f.maxCreating, f.creating)
 	f.mu.Unlock()
@@ -97,12 +119,73 @@ func (f *Fake) Create(ctx context.Context, id string, _ CreateOptions) error {
 			return err
 		}
 	}
+	sb := &fakeSandbox{procs: map[*fakeProcess]struct{}{}}
+	if opts.RootfsTar != "" {
+		data, err := os.ReadFile(opts.RootfsTar)
+		if err != nil {
+			return fmt.Errorf("create sandbox %s: %w", id, err)
+		}
+		if !bytes.HasPrefix(data, []byte(FakeSnapshotPrefix)) {
+			return fmt.Errorf("create sandbox %s: %w: not a fake snapshot", id, ErrBadRootfsTar)
+		}
+		sb.rootfs = data
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.sandboxes[id]; ok {
 		return fmt.Errorf("create sandbox %s: already exists", id)
 	}
-	f.sandboxes[id] = map[*fakeProcess]struct{}{}
+	f.sandboxes[id] = sb
+	return nil
+}
+
+// Rootfs is the snapshot content sandbox id was created from (nil for the
+// base rootfs or an unknown id).
+func (f *Fake) Rootfs(id string) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sb, ok := f.sandboxes[id]; ok {
+		return sb.rootfs
+	}
+	return nil
+}
+
+// SnapshotFilesystem writes FakeSnapshotPrefix, the sandbox id, then the
+// snapshot the sandbox came from, so chains are visible in the content.
+func (f *Fake) SnapshotFilesystem(ctx context.Context, id, dest string) error {
+	f.mu.Lock()
+	f.record("snapshot %s", id)
+	sb, ok := f.sandboxes[id]
+	var content []byte
+	if ok {
+		content = append([]byte(FakeSnapshotPrefix+"sandbox "+id+"\n"), sb.rootfs...)
+	}
+	f.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("snapshot sandbox %s: %w", id, ErrNotFound)
+	}
+	file, err := os.OpenFile(dest, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return fmt.Errorf("snapshot sandbox %s: %w", id, err)
+	}
+	defer file.Close()
+	half := len(content) / 2
+	if _, err := file.Write(content[:half]); err != nil {
+		return err
+	}
+	if f.SnapshotDelay > 0 {
+		select {
+		case <-time.After(f.SnapshotDelay):
+		case <-ctx.Done():
+			return fmt.Errorf("snapshot sandbox %s: %w", id, ctx.Err())
+		}
+	}
+	if _, err := file.Write(content[half:]); err != nil {
+		return err
+	}
+	if f.SnapshotErr != nil {
+		return fmt.Errorf("snapshot sandbox %s: %w", id, f.SnapshotErr)
+	}
 	return nil
 }
 
@@ -111,12 +194,12 @@ func (f *Fake) Exec(_ context.Context, id string, spec ProcessSpec) (Process, er
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("exec %s", id)
-	procs, ok := f.sandboxes[id]
+	sb, ok := f.sandboxes[id]
 	if !ok {
 		return nil, fmt.Errorf("exec in sandbox %s: %w", id, ErrNotFound)
 	}
 	p := newFakeProcess()
-	procs[p] = struct{}{}
+	sb.procs[p] = struct{}{}
 	handler := f.Handler
 	if handler == nil {
 		handler = DefaultFakeHandler
@@ -127,7 +210,9 @@ func (f *Fake) Exec(_ context.Context, id string, spec ProcessSpec) (Process, er
 		_ = p.stderrW.Close()
 		_ = p.stdinR.Close()
 		f.mu.Lock()
-		delete(f.sandboxes[id], p)
+		if sb, ok := f.sandboxes[id]; ok {
+			delete(sb.procs, p)
+		}
 		f.mu.Unlock()
 		p.exit <- code
 	}()
@@ -138,8 +223,10 @@ func (f *Fake) Destroy(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("destroy %s", id)
-	for p := range f.sandboxes[id] {
-		p.kill()
+	if sb, ok := f.sandboxes[id]; ok {
+		for p := range sb.procs {
+			p.kill()
+		}
 	}
 	delete(f.sandboxes, id)
 	return nil

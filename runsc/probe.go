@@ -70,3 +70,14 @@ func CheckFeatures(ctx context.Context, binary string) error {
 	}
 	return nil
 }
+
+// PinnedVersion is the version binary was built from, as `make runsc`
+// records it next to the binary (runsc.version): builds from the module
+// proxy print VERSION_MISSING themselves. It is "unknown" without a record.
+func PinnedVersion(binary string) string {
+	data, err := os.ReadFile(binary + ".version")
+	if v := strings.TrimSpace(string(data)); err == nil && v != "" {
+		return v
+	}
+	return "unknown"
+}

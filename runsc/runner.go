@@ -165,7 +165,14 @@ func (r *Runner) Create(ctx context.Context, id string, opts CreateOptions) (err
 	}
 	undo.push(func() error { return os.RemoveAll(bundle) })
 
-	spec := BuildSpec(SpecConfig{Rootfs: r.cfg.Rootfs, Env: opts.Env})
+	specCfg := SpecConfig{Rootfs: r.cfg.Rootfs, Env: opts.Env}
+	var runArgs []string
+	if opts.RootfsTar != "" {
+		specCfg.Annotations = map[string]string{RootfsTarAnnotation: opts.RootfsTar}
+		// runsc refuses the annotation unless the caller opts in.
+		runArgs = append(runArgs, "--allow-rootfs-tar-annotation")
+	}
+	spec := BuildSpec(specCfg)
 	if err := writeJSON(filepath.Join(bundle, "config.json"), spec); err != nil {
 		return fmt.Errorf("create sandbox %s: %w", id, err)
 	}
@@ -185,13 +192,42 @@ func (r *Runner) Create(ctx context.Context, id string, opts CreateOptions) (err
 	})
 	callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 	defer cancel()
-	cmd := r.command("run", "--detach", "--bundle="+bundle, id)
+	cmd := r.command(append(runArgs, "run", "--detach", "--bundle="+bundle, id)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := startAndWait(callCtx, cmd); err != nil {
-		msg, _ := os.ReadFile(logPath)
-		return fmt.Errorf("create sandbox %s: runsc run: %w: %s", id, err, lastLine(string(msg)))
+		out, _ := os.ReadFile(logPath)
+		msg := lastLine(string(out))
+		if opts.RootfsTar != "" && ctx.Err() == nil && strings.Contains(msg, "tar") {
+			return fmt.Errorf("create sandbox %s: %w: %s", id, ErrBadRootfsTar, tarCause(msg))
+		}
+		return fmt.Errorf("create sandbox %s: runsc run: %w: %s", id, err, msg)
 	}
 	undo.release()
+	return nil
+}
+
+// tarCause is the end of runsc's message about a rootfs tar it could not
+// restore: runsc dumps the overlay's options ({...}) before the cause.
+func tarCause(msg string) string {
+	if i := strings.LastIndex(msg, "}: "); i >= 0 {
+		return msg[i+len("}: "):]
+	}
+	return msg
+}
+
+// SnapshotFilesystem runs `runsc tar rootfs-upper --file=dest`. Cancelling
+// ctx kills the runsc call; the caller removes the partial file.
+func (r *Runner) SnapshotFilesystem(ctx context.Context, id, dest string) error {
+	if !filepath.IsAbs(dest) {
+		return fmt.Errorf("snapshot sandbox %s: destination %q is not absolute", id, dest)
+	}
+	// A large snapshot may take longer than CallTimeout: ctx bounds it.
+	cmd := r.command("tar", "rootfs-upper", "--file="+dest, id)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := startAndWait(ctx, cmd); err != nil {
+		return fmt.Errorf("snapshot sandbox %s: runsc tar: %w: %s", id, err, lastLine(stderr.String()))
+	}
 	return nil
 }
 

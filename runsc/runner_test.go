@@ -741,3 +741,77 @@ func TestUnescapeMount(t *testing.T) {
 		assert.Equal(t, tc.want, unescapeMount(tc.in), tc.in)
 	}
 }
+
+func TestCreateFromRootfsTar(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+run) cp "$bundle/config.json" "$dir/config.json" ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+	require.NoError(t, r.Create(context.Background(), "s1", CreateOptions{RootfsTar: "/proc/1/fd/7"}))
+
+	bundle := r.BundleDir("s1")
+	assert.Equal(t, []string{"--allow-rootfs-tar-annotation run --detach --bundle=" + bundle + " s1"}, subcommands(t, r, dir),
+		"runsc refuses the annotation without the flag")
+	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	var spec specs.Spec
+	require.NoError(t, json.Unmarshal(data, &spec))
+	assert.Equal(t, map[string]string{RootfsTarAnnotation: "/proc/1/fd/7"}, spec.Annotations)
+	assert.False(t, spec.Root.Readonly, "a tar restore needs a writable root")
+}
+
+func TestCreateFromBadRootfsTar(t *testing.T) {
+	tests := []struct {
+		name      string
+		stderr    string
+		wantBad   bool
+		wantCause string
+	}{
+		{"corrupt tar", "starting sandbox: mounting root with overlay: failed to create upper layer, opts: {SourceTar:0x1}: failed to read tar header: archive/tar: invalid tar header",
+			true, "failed to read tar header: archive/tar: invalid tar header"},
+		{"unrelated failure", "creating container: cannot mount rootfs", false, "cannot mount rootfs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bin, _ := fakeRunsc(t, fmt.Sprintf(`
+case "$cmd" in
+run) echo '%s' >&2; exit 128 ;;
+esac`, tt.stderr))
+			r := newTestRunner(t, bin, nil)
+			err := r.Create(context.Background(), "s1", CreateOptions{RootfsTar: "/snap.tar"})
+			require.Error(t, err)
+			assert.Equal(t, tt.wantBad, errors.Is(err, ErrBadRootfsTar), "%v", err)
+			assert.True(t, strings.HasSuffix(err.Error(), tt.wantCause), "%v", err)
+			assert.NoDirExists(t, r.BundleDir("s1"))
+		})
+	}
+}
+
+func TestSnapshotFilesystem(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+tar)
+	for a in "$@"; do case "$a" in --file=*) file="${a#--file=}" ;; esac; done
+	[ "$id" = slow ] && exec sleep 60
+	echo "upper layer of $id" > "$file" ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+	dest := filepath.Join(t.TempDir(), "snap.tar")
+
+	require.NoError(t, r.SnapshotFilesystem(context.Background(), "s1", dest))
+	data, err := os.ReadFile(dest)
+	require.NoError(t, err)
+	assert.Equal(t, "upper layer of s1\n", string(data))
+	assert.Equal(t, []string{"tar rootfs-upper --file=" + dest + " s1"}, subcommands(t, r, dir))
+
+	assert.Error(t, r.SnapshotFilesystem(context.Background(), "s1", "relative.tar"))
+
+	// Cancelling kills runsc promptly, even past CallTimeout's bound.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = r.SnapshotFilesystem(ctx, "slow", dest)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), 5*time.Second)
+}

@@ -12,6 +12,9 @@ var (
 	ErrNotFound = errors.New("container not found")
 	// ErrMissingFeature means the runsc binary is too old for sandpool.
 	ErrMissingFeature = errors.New("runsc lacks a required feature")
+	// ErrBadRootfsTar means runsc could not restore a sandbox's filesystem
+	// from the tar it was given (corrupt or unreadable).
+	ErrBadRootfsTar = errors.New("filesystem snapshot cannot be restored")
 )
 
 // Runtime is what the sandbox actor needs from gVisor. The real one is
@@ -27,12 +30,21 @@ type Runtime interface {
 	Destroy(ctx context.Context, id string) error
 	// List returns the ids of every container under this runtime's root.
 	List(ctx context.Context) ([]string, error)
+	// SnapshotFilesystem writes the sandbox's root filesystem changes (the
+	// overlay's upper layer) as a tar to dest, an existing file it
+	// truncates. A sandbox created with CreateOptions.RootfsTar set to that
+	// file starts with exactly those changes.
+	SnapshotFilesystem(ctx context.Context, id, dest string) error
 }
 
 // CreateOptions are per-sandbox creation settings.
 type CreateOptions struct {
 	// Env is added to the base environment of every process.
 	Env []string
+	// RootfsTar, when set, is the absolute path of a filesystem snapshot
+	// (from SnapshotFilesystem) the sandbox starts from. runsc opens it
+	// before Create returns; it is not needed afterwards.
+	RootfsTar string
 }
 
 // ProcessSpec describes one execution inside a sandbox.

@@ -4,6 +4,10 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
+// RootfsTarAnnotation names the tar runsc unpacks into a new sandbox's
+// root overlay (a filesystem snapshot).
+const RootfsTarAnnotation = "dev.gvisor.tar.rootfs.upper"
+
 // defaultCwd is where executions start unless they ask for another cwd.
 const defaultCwd = "/root"
 

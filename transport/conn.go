@@ -277,9 +277,12 @@ func (c *conn) handle(f frame) {
 		// clients treat it as fatal). The sandbox lives on until its idle
 		// timeout, like after any dropped connection.
 		c.fail("SANDBOX_CHECKPOINT_ERROR", "Checkpointing is not enabled on the server.", actors.CloseError)
-	case snapshotRequest:
-		_ = m
-		c.reply(badMessage("SANDBOX_FILESYSTEM_SNAPSHOT_ERROR", "Filesystem snapshot is not enabled on the server."))
+	case actors.SnapshotFilesystem:
+		if c.gone.Load() {
+			c.reply(badMessage(actors.StatusSnapshotError, "Cannot take a filesystem snapshot: the sandbox has been deleted."))
+			return
+		}
+		c.ref.Send(m)
 	default:
 		if c.gone.Load() {
 			c.reply(badMessage(actors.StatusExecError, "The sandbox has been deleted."))

@@ -74,7 +74,6 @@ func decodeInit(frame []byte, defaultIdle time.Duration) (initMessage, error) {
 type (
 	reconnectRequest  struct{}
 	checkpointRequest struct{}
-	snapshotRequest   struct{ name string }
 )
 
 // decodeMessage turns a client frame into an actor message or a transport
@@ -102,11 +101,17 @@ func decodeMessage(frame []byte) (any, *protocolError) {
 		case "checkpoint":
 			return checkpointRequest{}, nil
 		case "snapshot_filesystem":
-			var name string
-			if raw, ok := fields["name"]; ok {
-				_ = json.Unmarshal(raw, &name)
+			raw, ok := fields["name"]
+			if !ok || isNull(raw) {
+				return nil, badMessage(actors.StatusSnapshotError, "Invalid snapshot request: 'name' is required.")
 			}
-			return snapshotRequest{name: name}, nil
+			var name string
+			if json.Unmarshal(raw, &name) != nil {
+				return nil, badMessage(actors.StatusSnapshotError, "Invalid snapshot request: 'name' must be a string.")
+			}
+			// The actor checks the name itself: disabled snapshots are
+			// reported first.
+			return actors.SnapshotFilesystem{Name: name}, nil
 		default:
 			return nil, badMessage(actors.StatusExecError, "Unknown action: '%s'.", truncate(action, 64))
 		}

@@ -38,7 +38,7 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 	defer sink.close()
 	ref, err := s.cfg.Pool.Create(r.Context(), actors.Settings{IdleTimeout: 0}, sink)
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": creationMessage(err)})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": creationMessage(err, "")})
 		return
 	}
 	log := s.log.With().Str("sandbox_id", ref.ID).Logger()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/sandpool/sandpool/actors"
 	"github.com/sandpool/sandpool/pool"
+	"github.com/sandpool/sandpool/pool/snapshots"
 )
 
 // Creator creates sandboxes; *pool.Pool is the real one.
@@ -144,40 +146,48 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 		}
 	}()
-	ref, err := s.cfg.Pool.Create(ctx, actors.Settings{IdleTimeout: init.IdleTimeout}, c)
+	settings := actors.Settings{IdleTimeout: init.IdleTimeout, Snapshot: init.SnapshotName}
+	ref, err := s.cfg.Pool.Create(ctx, settings, c)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Warn().Err(err).Msg("create failed")
+			s.log.Warn().Err(err).Str("snapshot", init.SnapshotName).Msg("create failed")
 		}
-		c.fail(actors.StatusCreationError, creationMessage(err), actors.CloseError)
+		c.fail(actors.StatusCreationError, creationMessage(err, init.SnapshotName), actors.CloseError)
 		return
 	}
 	c.ref = ref
 	c.log = s.log.With().Str("sandbox_id", ref.ID).Logger()
 	c.queue.Send(actors.Event{Kind: actors.EventSandboxID, SandboxID: ref.ID, Token: ref.Token})
 	c.queue.Send(actors.Event{Kind: actors.EventStatus, Status: actors.StatusRunning})
-	c.log.Info().Dur("idle_timeout", init.IdleTimeout).Msg("sandbox created")
+	c.log.Info().Dur("idle_timeout", init.IdleTimeout).Str("snapshot", init.SnapshotName).Msg("sandbox created")
 	c.serve()
 }
 
 // unsupportedInit names the features this server cannot give the client.
 func unsupportedInit(init initMessage) string {
-	switch {
-	case init.SnapshotName != "":
-		return "Filesystem snapshot is not enabled on the server."
-	case init.EnableCheckpoint || init.EnableHandoff || init.EnableIdleAutoCheckpoint:
+	if init.EnableCheckpoint || init.EnableHandoff || init.EnableIdleAutoCheckpoint {
 		return "Checkpointing is not enabled on the server."
 	}
 	return ""
 }
 
-func creationMessage(err error) string {
+// creationMessage is the client's text for a failed create; the snapshot
+// texts are the ones protocol clients match.
+func creationMessage(err error, snapshot string) string {
 	switch {
 	case errors.Is(err, pool.ErrNoCapacity):
 		return "Sandbox capacity reached: " + err.Error()
 	case errors.Is(err, pool.ErrShuttingDown):
 		return "The server is shutting down."
+	case errors.Is(err, pool.ErrSnapshotsDisabled):
+		return actors.SnapshotsDisabledMessage
+	case errors.Is(err, snapshots.ErrInvalidName):
+		return "Filesystem snapshot not found: " + truncate(snapshot, 128) + " (" + err.Error() + ")"
+	case errors.Is(err, snapshots.ErrNotFound):
+		return "Filesystem snapshot not found: " + snapshot
+	case errors.Is(err, snapshots.ErrCorrupt):
+		return "Filesystem snapshot is corrupt: " + strings.TrimPrefix(err.Error(), snapshots.ErrCorrupt.Error()+": ")
 	default:
 		return "Failed to create the sandbox: " + err.Error()
 	}

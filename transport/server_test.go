@@ -30,9 +30,15 @@ type testServer struct {
 
 func newTestServer(t *testing.T, maxSandboxes int, tweak ...func(*Config)) *testServer {
 	t.Helper()
+	return startTestServer(t, pool.Config{MaxSandboxes: maxSandboxes}, tweak...)
+}
+
+// startTestServer serves a pool configured by pc on the fake runtime.
+func startTestServer(t *testing.T, pc pool.Config, tweak ...func(*Config)) *testServer {
+	t.Helper()
 	rt := runsc.NewFake()
-	system := actor.NewActorSystem()
-	p, err := pool.New(pool.Config{System: system, Runtime: rt, MaxSandboxes: maxSandboxes, Logger: zerolog.Nop()})
+	pc.System, pc.Runtime, pc.Logger = actor.NewActorSystem(), rt, zerolog.Nop()
+	p, err := pool.New(pc)
 	require.NoError(t, err)
 	cfg := Config{Pool: p, Logger: zerolog.Nop(), DefaultIdleTimeout: time.Minute}
 	for _, f := range tweak {
@@ -173,7 +179,6 @@ func TestCreationErrors(t *testing.T) {
 		{"bad idle_timeout", []byte(`{"idle_timeout":"soon"}`), "idle_timeout"},
 		{"negative idle_timeout", []byte(`{"idle_timeout":-1}`), "idle_timeout"},
 		{"bad flag type", []byte(`{"enable_checkpoint":"yes"}`), "enable_checkpoint"},
-		{"snapshot disabled", []byte(`{"filesystem_snapshot_name":"base"}`), "Filesystem snapshot is not enabled on the server."},
 		{"checkpoint disabled", []byte(`{"enable_checkpoint":true}`), "Checkpointing is not enabled on the server."},
 	}
 	for _, tt := range tests {

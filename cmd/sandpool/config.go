@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -42,6 +43,11 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is auto (console on a terminal, else JSON), json or console.
 	LogFormat string `yaml:"log_format"`
+	// FilesystemSnapshotPath is the snapshot directory; empty disables
+	// filesystem snapshots.
+	FilesystemSnapshotPath string `yaml:"filesystem_snapshot_path"`
+	// SnapshotTimeout (seconds) bounds one filesystem snapshot.
+	SnapshotTimeout float64 `yaml:"snapshot_timeout"`
 }
 
 func defaultConfig() Config {
@@ -55,6 +61,7 @@ func defaultConfig() Config {
 		ShutdownTimeout: 30,
 		LogLevel:        "info",
 		LogFormat:       "auto",
+		SnapshotTimeout: 600,
 	}
 }
 
@@ -74,6 +81,7 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	idle := fs.String("idle-timeout", "", "default idle timeout in seconds, 0 = never (default 300)")
 	fs.StringVar(&flagValues.LogLevel, "log-level", "", "debug, info, warn or error")
 	fs.StringVar(&flagValues.LogFormat, "log-format", "", "auto, json or console")
+	fs.StringVar(&flagValues.FilesystemSnapshotPath, "filesystem-snapshot-path", "", "filesystem snapshot directory (default: snapshots disabled)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -120,14 +128,19 @@ func (c *Config) loadFile(path string) error {
 }
 
 func (c *Config) applyEnv(getenv func(string) string) error {
+	// Upstream cloud-run-sandbox's name; SANDPOOL_* wins over it.
+	if v := getenv("FILESYSTEM_SNAPSHOT_MOUNT_PATH"); v != "" {
+		c.FilesystemSnapshotPath = v
+	}
 	strs := map[string]*string{
-		"SANDPOOL_LISTEN":     &c.Listen,
-		"SANDPOOL_STATE_DIR":  &c.StateDir,
-		"SANDPOOL_RUNSC":      &c.RunscPath,
-		"SANDPOOL_ROOTFS":     &c.RootfsPath,
-		"SANDPOOL_PLATFORM":   &c.Platform,
-		"SANDPOOL_LOG_LEVEL":  &c.LogLevel,
-		"SANDPOOL_LOG_FORMAT": &c.LogFormat,
+		"SANDPOOL_FILESYSTEM_SNAPSHOT_PATH": &c.FilesystemSnapshotPath,
+		"SANDPOOL_LISTEN":                   &c.Listen,
+		"SANDPOOL_STATE_DIR":                &c.StateDir,
+		"SANDPOOL_RUNSC":                    &c.RunscPath,
+		"SANDPOOL_ROOTFS":                   &c.RootfsPath,
+		"SANDPOOL_PLATFORM":                 &c.Platform,
+		"SANDPOOL_LOG_LEVEL":                &c.LogLevel,
+		"SANDPOOL_LOG_FORMAT":               &c.LogFormat,
 	}
 	for key, dst := range strs {
 		if v := getenv(key); v != "" {
@@ -158,7 +171,8 @@ func (c *Config) override(f Config, set map[string]bool) {
 		"listen": {&c.Listen, &f.Listen}, "state-dir": {&c.StateDir, &f.StateDir},
 		"runsc": {&c.RunscPath, &f.RunscPath}, "rootfs": {&c.RootfsPath, &f.RootfsPath},
 		"platform": {&c.Platform, &f.Platform}, "log-level": {&c.LogLevel, &f.LogLevel},
-		"log-format": {&c.LogFormat, &f.LogFormat},
+		"log-format":               {&c.LogFormat, &f.LogFormat},
+		"filesystem-snapshot-path": {&c.FilesystemSnapshotPath, &f.FilesystemSnapshotPath},
 	} {
 		if set[name] {
 			*p.dst = *p.src
@@ -174,7 +188,10 @@ func (c *Config) resolve() error {
 	if c.RootfsPath == "" {
 		c.RootfsPath = defaultRootfs()
 	}
-	for _, p := range []*string{&c.StateDir, &c.RootfsPath} {
+	for _, p := range []*string{&c.StateDir, &c.RootfsPath, &c.FilesystemSnapshotPath} {
+		if *p == "" {
+			continue
+		}
 		abs, err := filepath.Abs(*p)
 		if err != nil {
 			return err
@@ -217,6 +234,12 @@ func (c *Config) validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown_timeout must be positive, got %v", c.ShutdownTimeout))
+	}
+	if c.SnapshotTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("snapshot_timeout must be positive, got %v", c.SnapshotTimeout))
+	}
+	if c.FilesystemSnapshotPath != "" && strings.HasPrefix(c.FilesystemSnapshotPath+"/", c.RootfsPath+"/") {
+		errs = append(errs, errors.New("filesystem_snapshot_path must not be inside the rootfs: every sandbox would see every snapshot"))
 	}
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
 		errs = append(errs, fmt.Errorf("log_level must be debug, info, warn or error, got %q", c.LogLevel))

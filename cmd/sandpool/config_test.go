@@ -185,6 +185,7 @@ func TestConfigInputErrors(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
+	rootfsForSnapshots := fakeRootfs(t)
 	noShell := t.TempDir()
 	shellIsDir := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(shellIsDir, "bin", "sh"), 0o755))
@@ -210,6 +211,9 @@ func TestConfigValidation(t *testing.T) {
 		{name: "listen garbage", env: map[string]string{"SANDPOOL_LISTEN": "not an address"}, want: "listen"},
 		{name: "tiny max message", file: "max_message_bytes: 1024\n", want: "max_message_bytes"},
 		{name: "zero shutdown timeout", file: "shutdown_timeout: 0\n", want: "shutdown_timeout"},
+		{name: "zero snapshot timeout", file: "snapshot_timeout: 0\n", want: "snapshot_timeout"},
+		{name: "snapshots inside the rootfs", args: []string{"--rootfs", rootfsForSnapshots, "--filesystem-snapshot-path", rootfsForSnapshots + "/srv/snaps"},
+			want: "must not be inside the rootfs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := map[string]string{"SANDPOOL_ROOTFS": fakeRootfs(t)}
@@ -255,4 +259,40 @@ func TestConfigDefaultRootfsIsBuildRootfs(t *testing.T) {
 	cfg, err := loadConfig(nil, envFrom(nil))
 	require.NoError(t, err)
 	assert.Equal(t, filepath.Join(wd, "build", "rootfs"), cfg.RootfsPath)
+}
+
+func TestConfigSnapshotPath(t *testing.T) {
+	rootfs := fakeRootfs(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		file string
+		want string
+	}{
+		{name: "unset disables snapshots", want: ""},
+		{name: "config file", file: "filesystem_snapshot_path: /file/snaps\n", want: "/file/snaps"},
+		{name: "upstream variable", env: map[string]string{"FILESYSTEM_SNAPSHOT_MOUNT_PATH": "/upstream/snaps"}, want: "/upstream/snaps"},
+		{name: "sandpool variable beats upstream's", env: map[string]string{
+			"FILESYSTEM_SNAPSHOT_MOUNT_PATH":    "/upstream/snaps",
+			"SANDPOOL_FILESYSTEM_SNAPSHOT_PATH": "/sandpool/snaps",
+		}, want: "/sandpool/snaps"},
+		{name: "variable beats file", file: "filesystem_snapshot_path: /file/snaps\n",
+			env: map[string]string{"FILESYSTEM_SNAPSHOT_MOUNT_PATH": "/upstream/snaps"}, want: "/upstream/snaps"},
+		{name: "flag beats all", args: []string{"--filesystem-snapshot-path", "/flag/snaps"},
+			env: map[string]string{"SANDPOOL_FILESYSTEM_SNAPSHOT_PATH": "/sandpool/snaps"}, want: "/flag/snaps"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"SANDPOOL_ROOTFS": rootfs}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			if tc.file != "" {
+				env["SANDPOOL_CONFIG"] = writeConfig(t, "c.yaml", tc.file)
+			}
+			cfg, err := loadConfig(tc.args, envFrom(env))
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, cfg.FilesystemSnapshotPath)
+		})
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandpool/sandpool/pool"
+	"github.com/sandpool/sandpool/pool/snapshots"
 	"github.com/sandpool/sandpool/runsc"
 	"github.com/sandpool/sandpool/transport"
 )
@@ -52,8 +53,10 @@ func run(args []string, getenv func(string) string, stderr io.Writer) error {
 		// deleted its sandboxes: writes then fail with EPIPE instead.
 		signal.Ignore(syscall.SIGPIPE)
 		return serve(ctx, cfg, newLogger(cfg, stderr))
+	case "snapshots":
+		return snapshotsCommand(args, getenv, os.Stdout, stderr)
 	default:
-		return fmt.Errorf("unknown command %q (commands: serve)", cmd)
+		return fmt.Errorf("unknown command %q (commands: serve, snapshots)", cmd)
 	}
 }
 
@@ -113,14 +116,23 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		log.Warn().Strs("containers", leftovers).Msg("deleted sandboxes left by a previous run")
 	}
 
+	var store *snapshots.Store
+	if cfg.FilesystemSnapshotPath != "" {
+		if store, err = openSnapshots(cfg, binary, log); err != nil {
+			return err
+		}
+	}
+
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(log.With().Str("component", "protoactor").Logger()))
 	}))
 	sandboxes, err := pool.New(pool.Config{
-		System:       system,
-		Runtime:      runner,
-		MaxSandboxes: cfg.MaxSandboxes,
-		Logger:       log,
+		System:          system,
+		Runtime:         runner,
+		MaxSandboxes:    cfg.MaxSandboxes,
+		Logger:          log,
+		Snapshots:       store,
+		SnapshotTimeout: seconds(cfg.SnapshotTimeout),
 	})
 	if err != nil {
 		return err
@@ -142,7 +154,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(ln) }()
 	log.Info().Str("addr", ln.Addr().String()).Str("runsc", binary).Str("rootfs", cfg.RootfsPath).
-		Str("state_dir", cfg.StateDir).Msg("listening")
+		Str("state_dir", cfg.StateDir).Str("filesystem_snapshot_path", cfg.FilesystemSnapshotPath).Msg("listening")
 
 	select {
 	case <-ctx.Done():
@@ -151,6 +163,23 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		log.Error().Err(err).Msg("http server failed")
 	}
 	return shutdown(cfg, log, httpServer, sandboxes, runner, system)
+}
+
+// openSnapshots opens the snapshot directory and removes what snapshots
+// interrupted by a crash left there.
+func openSnapshots(cfg Config, binary string, log zerolog.Logger) (*snapshots.Store, error) {
+	store, err := snapshots.New(snapshots.Config{Dir: cfg.FilesystemSnapshotPath, RunscVersion: runsc.PinnedVersion(binary)})
+	if err != nil {
+		return nil, err
+	}
+	removed, err := store.Clean()
+	if len(removed) > 0 {
+		log.Warn().Strs("files", removed).Msg("removed files of interrupted snapshots")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return store, nil
 }
 
 // shutdown stops accepting clients, deletes every sandbox (each client is
