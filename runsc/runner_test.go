@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -349,7 +350,7 @@ esac`)
 
 	bundle := r.BundleDir("s1")
 	assert.FileExists(t, filepath.Join(bundle, "config.json"))
-	assert.Equal(t, []string{"run --detach --bundle=" + bundle + " s1"}, subcommands(t, r, dir))
+	assert.Equal(t, []string{"run --detach --bundle=" + bundle + " --pid-file=" + bundle + "/sandbox.pid s1"}, subcommands(t, r, dir))
 
 	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	require.NoError(t, err)
@@ -382,7 +383,7 @@ esac`)
 	assert.NoDirExists(t, r.BundleDir("s1"))
 	// A half-started container is force-deleted too.
 	bundle := r.BundleDir("s1")
-	assert.Equal(t, []string{"run --detach --bundle=" + bundle + " s1", "delete --force s1"}, subcommands(t, r, dir))
+	assert.Equal(t, []string{"run --detach --bundle=" + bundle + " --pid-file=" + bundle + "/sandbox.pid s1", "delete --force s1"}, subcommands(t, r, dir))
 }
 
 func TestCreateExistingBundleFails(t *testing.T) {
@@ -751,7 +752,7 @@ esac`)
 	require.NoError(t, r.Create(context.Background(), "s1", CreateOptions{RootfsTar: "/proc/1/fd/7"}))
 
 	bundle := r.BundleDir("s1")
-	assert.Equal(t, []string{"--allow-rootfs-tar-annotation run --detach --bundle=" + bundle + " s1"}, subcommands(t, r, dir),
+	assert.Equal(t, []string{"--allow-rootfs-tar-annotation run --detach --bundle=" + bundle + " --pid-file=" + bundle + "/sandbox.pid s1"}, subcommands(t, r, dir),
 		"runsc refuses the annotation without the flag")
 	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	require.NoError(t, err)
@@ -814,4 +815,34 @@ esac`)
 	err = r.SnapshotFilesystem(ctx, "slow", dest)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Less(t, time.Since(start), 5*time.Second)
+}
+
+func TestDestroyKillsTheSandboxProcessFirst(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+delete) echo "deleted $id" ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+	// Stand-ins for sandbox processes: the right one (argv0 runsc-sandbox,
+	// last argument its id) and one whose PID file is stale (another id).
+	start := func(id string) *exec.Cmd {
+		cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{"runsc-sandbox", "-c", "sleep 60", id}}
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+		return cmd
+	}
+	sandbox, stranger := start("s1"), start("someone-else")
+	for id, pid := range map[string]int{"s1": sandbox.Process.Pid, "s2": stranger.Process.Pid} {
+		require.NoError(t, os.MkdirAll(r.BundleDir(id), 0o700))
+		require.NoError(t, os.WriteFile(r.sandboxPIDFile(id), []byte(strconv.Itoa(pid)), 0o600))
+	}
+
+	require.NoError(t, r.Destroy(context.Background(), "s1"))
+	state, err := sandbox.Process.Wait()
+	require.NoError(t, err)
+	assert.Equal(t, "signal: killed", state.String())
+
+	require.NoError(t, r.Destroy(context.Background(), "s2"))
+	assert.NoError(t, stranger.Process.Signal(syscall.Signal(0)), "a PID that names another process is left alone")
+	assert.Equal(t, []string{"delete --force s1", "delete --force s2"}, subcommands(t, r, dir))
 }
