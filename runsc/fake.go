@@ -164,7 +164,7 @@ func (f *Fake) SnapshotFilesystem(ctx context.Context, id, dest string) error {
 	if !ok {
 		return fmt.Errorf("snapshot sandbox %s: %w", id, ErrNotFound)
 	}
-	file, err := os.OpenFile(dest, os.O_WRONLY|os.O_TRUNC, 0)
+	file, err := os.OpenFile(dest, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("snapshot sandbox %s: %w", id, err)
 	}

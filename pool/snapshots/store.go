@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -109,44 +110,44 @@ func New(cfg Config) (*Store, error) {
 // Dir is the snapshot directory.
 func (s *Store) Dir() string { return s.cfg.Dir }
 
-// WriteFunc writes a snapshot's tar into dest, an existing empty file. It
-// must only append (runsc does): the file is hashed while it grows.
+// WriteFunc writes a snapshot's tar into dest, a file it creates. It must
+// only append (runsc does): the file is hashed while it grows. When Create's
+// context ends, Create waits for it to return.
 type WriteFunc func(ctx context.Context, dest string) error
 
-// Create takes a snapshot under name: write fills a temporary file in the
-// directory, which is hashed as it grows, fsynced, then renamed into place
-// with its sidecar. A snapshot already under that name is replaced
-// atomically; sandboxes being created from it keep the old tar open. On
-// failure or cancellation the old version stays and nothing new is left.
+// Create takes a snapshot under name: write fills a new file in a
+// temporary directory next to the snapshots, which is hashed as it grows,
+// fsynced, then renamed into place with its sidecar. A snapshot already
+// under that name is replaced atomically; sandboxes being created from it
+// keep the old tar open. On failure or cancellation the old version stays
+// and nothing new is left.
 func (s *Store) Create(ctx context.Context, name, source string, write WriteFunc) (_ Info, err error) {
 	if err := ValidateName(name); err != nil {
 		return Info{}, err
 	}
-	tmp, err := os.CreateTemp(s.cfg.Dir, tmpPrefix+name+"-*"+tarExt)
+	tmpDir, err := os.MkdirTemp(s.cfg.Dir, tmpPrefix+name+"-*")
 	if err != nil {
 		return Info{}, fmt.Errorf("snapshot %s: %w", name, err)
 	}
-	// The lock tells Clean (in this or another process) that the file is
-	// being written; it stays with the file through the rename.
-	if err := unix.Flock(int(tmp.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
+	defer func() { err = errors.Join(err, os.RemoveAll(tmpDir)) }()
+	// The lock tells Clean (in this or another process) that the directory
+	// is in use.
+	lock, err := os.Open(tmpDir)
+	if err != nil {
+		return Info{}, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return Info{}, fmt.Errorf("snapshot %s: lock: %w", name, err)
 	}
-	defer tmp.Close()
-	committed := false
-	defer func() {
-		if !committed {
-			err = errors.Join(err, ignoreNotExist(os.Remove(tmp.Name())))
-		}
-	}()
 
-	sum, size, err := writeAndHash(ctx, tmp, write)
+	// The file must not exist yet: runsc opens it with O_TRUNC, and ext4
+	// flushes a truncated file on close, which made runsc's write of 200 MiB
+	// take about 150 ms instead of 95 ms here.
+	tar := filepath.Join(tmpDir, "rootfs.tar")
+	sum, size, err := writeHashAndSync(ctx, tar, write)
 	if err != nil {
 		return Info{}, fmt.Errorf("snapshot %s: %w", name, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return Info{}, fmt.Errorf("snapshot %s: fsync: %w", name, err)
 	}
 	info := Info{
 		Name:          name,
@@ -160,10 +161,9 @@ func (s *Store) Create(ctx context.Context, name, source string, write WriteFunc
 	if err := ctx.Err(); err != nil {
 		return Info{}, fmt.Errorf("snapshot %s: %w", name, err)
 	}
-	if err := s.commitVersion(tmp.Name(), info); err != nil {
+	if err := s.commitVersion(tar, info); err != nil {
 		return Info{}, fmt.Errorf("snapshot %s: %w", name, err)
 	}
-	committed = true
 	return info, nil
 }
 
@@ -216,26 +216,32 @@ func (s *Store) writeSidecar(info Info) error {
 // followInterval is how often a growing tar is read while it is written.
 const followInterval = 5 * time.Millisecond
 
-// writebackChunk starts the disk write of every this many hashed bytes, so
-// the final fsync has little left to do.
-const writebackChunk = 16 << 20
-
-// writeAndHash runs write on f's path and hashes the file while it grows
-// (on another core), instead of reading it all again afterwards: that second
-// pass would cost about as much as runsc's own write.
-func writeAndHash(ctx context.Context, f *os.File, write WriteFunc) (string, int64, error) {
+// writeHashAndSync runs write to create path, hashes the file while it
+// grows (on another core, when there is one) instead of reading it all
+// again afterwards, and makes it durable; the fsync overlaps with hashing
+// the tail.
+func writeHashAndSync(ctx context.Context, path string, write WriteFunc) (string, int64, error) {
 	done := make(chan error, 1)
-	go func() { done <- write(ctx, f.Name()) }()
+	go func() { done <- write(ctx, path) }()
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
 	h := sha256.New()
-	var hashed, flushed int64
+	var hashed int64
 	follow := func() error {
+		if f == nil {
+			var err error
+			if f, err = os.Open(path); errors.Is(err, fs.ErrNotExist) {
+				return nil // not created yet
+			} else if err != nil {
+				return err
+			}
+		}
 		n, err := io.Copy(h, f)
 		hashed += n
-		if hashed-flushed >= writebackChunk {
-			// Best effort: only a hint to start writing back early.
-			_ = unix.SyncFileRange(int(f.Fd()), flushed, hashed-flushed, unix.SYNC_FILE_RANGE_WRITE)
-			flushed = hashed
-		}
 		return err
 	}
 	tick := time.NewTicker(followInterval)
@@ -243,28 +249,52 @@ func writeAndHash(ctx context.Context, f *os.File, write WriteFunc) (string, int
 	for {
 		select {
 		case err := <-done:
+			if err == nil {
+				err = follow()
+			}
+			if err == nil && f == nil {
+				err = errors.New("the writer created no file")
+			}
 			if err != nil {
 				return "", 0, err
 			}
-			if err := follow(); err != nil {
-				return "", 0, err
+			synced := make(chan error, 1)
+			go func() { synced <- f.Sync() }()
+			sum, n, err := finishHash(f, h, hashed)
+			if syncErr := <-synced; err == nil && syncErr != nil {
+				err = fmt.Errorf("fsync: %w", syncErr)
 			}
-			st, err := f.Stat()
-			if err != nil {
-				return "", 0, err
-			}
-			if st.Size() != hashed {
-				// The writer truncated what was hashed: hash again.
-				return rehash(f)
-			}
-			return hex.EncodeToString(h.Sum(nil)), hashed, nil
+			return sum, n, err
 		case <-tick.C:
 			if err := follow(); err != nil {
 				<-done
 				return "", 0, err
 			}
+		case <-ctx.Done():
+			// Stop hashing at once (it competes with whatever the caller
+			// does next for CPU); the writer ends on its own terms.
+			<-done
+			return "", 0, ctx.Err()
 		}
 	}
+}
+
+// finishHash hashes what was written after the last follow.
+func finishHash(f *os.File, h hash.Hash, hashed int64) (string, int64, error) {
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	hashed += n
+	st, err := f.Stat()
+	if err != nil {
+		return "", 0, err
+	}
+	if st.Size() != hashed {
+		// The writer truncated what was hashed: hash again.
+		return rehash(f)
+	}
+	return hex.EncodeToString(h.Sum(nil)), hashed, nil
 }
 
 func rehash(f *os.File) (string, int64, error) {
@@ -414,9 +444,15 @@ func (s *Store) Clean() ([]string, error) {
 	var errs []error
 	for _, e := range entries {
 		n := e.Name()
-		leftover := strings.HasPrefix(n, tmpPrefix) ||
-			(strings.HasSuffix(n, tarExt) && strings.Contains(n, versionSep) && !named[n])
-		if !leftover || !e.Type().IsRegular() {
+		orphan := strings.HasSuffix(n, tarExt) && strings.Contains(n, versionSep) && !named[n]
+		if orphan {
+			// A writer renames its tar, then its sidecar, moments later:
+			// only an old orphan is one whose writer died.
+			if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < orphanAge {
+				continue
+			}
+		}
+		if !(orphan || strings.HasPrefix(n, tmpPrefix)) || !(e.Type().IsRegular() || e.IsDir()) {
 			continue
 		}
 		ok, err := removeUnlocked(filepath.Join(s.cfg.Dir, n))
@@ -429,8 +465,12 @@ func (s *Store) Clean() ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-// removeUnlocked removes path unless another open file holds its lock (a
-// snapshot being written).
+// orphanAge is how old a tar no sidecar names must be before Clean takes
+// it for a leftover.
+const orphanAge = time.Minute
+
+// removeUnlocked removes path (a file or a directory) unless another open
+// file holds its lock (a snapshot being written).
 func removeUnlocked(path string) (bool, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -443,7 +483,7 @@ func removeUnlocked(path string) (bool, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return false, nil // being written
 	}
-	return true, ignoreNotExist(os.Remove(path))
+	return true, os.RemoveAll(path)
 }
 
 func (s *Store) sidecarPath(name string) string {

@@ -198,7 +198,7 @@ func TestHashFollowsAGrowingFile(t *testing.T) {
 		write WriteFunc
 	}{
 		{"appending writer", func(_ context.Context, dest string) error {
-			f, err := os.OpenFile(dest, os.O_WRONLY|os.O_TRUNC, 0)
+			f, err := os.OpenFile(dest, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 			if err != nil {
 				return err
 			}
@@ -291,18 +291,28 @@ func TestCleanRemovesLeftoversButNotLiveWrites(t *testing.T) {
 	s := newStore(t)
 	kept, err := s.Create(context.Background(), "kept", "sb", writeBytes([]byte("x")))
 	require.NoError(t, err)
-	for _, n := range []string{".tmp-a-1.tar", ".tmp-a-2.json", "orphan@0123.tar"} {
-		require.NoError(t, os.WriteFile(filepath.Join(s.Dir(), n), []byte("left"), 0o600))
+	old := time.Now().Add(-2 * orphanAge)
+	for _, n := range []string{".tmp-a-2.json", "orphan@0123.tar", "young@4567.tar"} {
+		path := filepath.Join(s.Dir(), n)
+		require.NoError(t, os.WriteFile(path, []byte("left"), 0o600))
+		if n != "young@4567.tar" {
+			require.NoError(t, os.Chtimes(path, old, old))
+		}
 	}
-	live, err := os.Create(filepath.Join(s.Dir(), ".tmp-live-3.tar"))
+	require.NoError(t, os.MkdirAll(filepath.Join(s.Dir(), ".tmp-a-1", "sub"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(s.Dir(), ".tmp-a-1", "rootfs.tar"), []byte("partial"), 0o600))
+	// A snapshot being written by a live writer (its directory is locked).
+	require.NoError(t, os.Mkdir(filepath.Join(s.Dir(), ".tmp-live-3"), 0o700))
+	live, err := os.Open(filepath.Join(s.Dir(), ".tmp-live-3"))
 	require.NoError(t, err)
 	defer live.Close()
 	require.NoError(t, unix.Flock(int(live.Fd()), unix.LOCK_EX|unix.LOCK_NB))
 
 	removed, err := s.Clean()
 	require.NoError(t, err)
-	assert.ElementsMatch(t, []string{".tmp-a-1.tar", ".tmp-a-2.json", "orphan@0123.tar"}, removed)
-	assert.ElementsMatch(t, []string{"kept.json", kept.File, ".tmp-live-3.tar"}, files(t, s))
+	assert.ElementsMatch(t, []string{".tmp-a-1", ".tmp-a-2.json", "orphan@0123.tar"}, removed)
+	assert.ElementsMatch(t, []string{"kept.json", kept.File, ".tmp-live-3", "young@4567.tar"}, files(t, s),
+		"a live write and a tar renamed moments ago are kept")
 }
 
 func TestConcurrentCreatesUnderOneNameKeepOneVersion(t *testing.T) {
