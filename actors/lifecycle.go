@@ -66,7 +66,7 @@ func (s *Sandbox) stop(cause stopCause) {
 		s.exec.release() // the process dies with the sandbox
 	}
 	if s.snapshot != nil {
-		s.snapshot.cancel() // a kill wins over a long snapshot
+		s.snapshot.abandon() // runsc tar ends when the sandbox is deleted
 	}
 	if wasWarming {
 		// The create goroutine returns promptly once cancelled; its
@@ -95,6 +95,9 @@ func (s *Sandbox) destroyInBackground() {
 
 func (s *Sandbox) onDestroyed(ctx actor.Context, msg destroyDone) {
 	s.destroyed = true
+	if s.snapshot != nil {
+		s.snapshot.stopWriter() // its sandbox is gone; do not wait for runsc
+	}
 	if msg.err != nil {
 		s.log.Error().Err(msg.err).Msg("destroy sandbox")
 	}
@@ -150,10 +153,11 @@ func (s *Sandbox) onStopping() {
 	if s.cancelCreate != nil {
 		s.cancelCreate()
 	}
-	if s.snapshot != nil {
-		s.snapshot.cancel()
-	}
 	s.reply(ErrShuttingDown)
+	if s.snapshot != nil {
+		s.snapshot.abandon()
+		defer s.snapshot.stopWriter() // after the destroy, which ends it quicker
+	}
 	if s.destroyed || s.state == StateStopped {
 		return
 	}
