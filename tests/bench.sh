@@ -35,6 +35,8 @@ mkdir -p docs
 	echo "  also computes the tar's sha256 while runsc writes it, fsyncs it, writes and fsyncs its metadata and"
 	echo "  renames both into place (pool/snapshots/store.go); raw runsc does none of that and leaves the tar in"
 	echo "  the page cache, so for large snapshots the fsync's disk write is expected to be most of the difference."
+	echo "* snapshot-N-vs-tar+fsync: the same sandpool samples against raw \\`runsc tar\\` followed by an fsync of"
+	echo "  its file, the floor for a snapshot that survives a crash."
 	echo "* restore-N: \`/create\` with \`filesystem_snapshot_name\` -> \`SANDBOX_RUNNING\` vs"
 	echo "  \`runsc --allow-rootfs-tar-annotation create\` + \`runsc start\` of a bundle whose config.json names"
 	echo "  that sample's tar (\`dev.gvisor.tar.rootfs.upper\`). Each side's tar was just written, so both read it"
