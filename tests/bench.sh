@@ -25,7 +25,7 @@ mkdir -p docs
 	echo
 	echo "| measurement | sandpool p50 | sandpool p99 | raw runsc p50 | raw runsc p99 | ratio (p50) |"
 	echo "| --- | --- | --- | --- | --- | --- |"
-	echo "$out" | sed -n 's/.*bench_test.go:[0-9]*: \([A-Za-z0-9-]*\): sandpool p50 \([0-9.]*\) ms p99 \([0-9.]*\) ms; raw runsc p50 \([0-9.]*\) ms p99 \([0-9.]*\) ms; ratio \([0-9.]*x\).*/| \1 | \2 ms | \3 ms | \4 ms | \5 ms | \6 |/p'
+	echo "$out" | sed -n 's/.*bench_test.go:[0-9]*: \([A-Za-z0-9+-]*\): sandpool p50 \([0-9.]*\) ms p99 \([0-9.]*\) ms; raw runsc p50 \([0-9.]*\) ms p99 \([0-9.]*\) ms; ratio \([0-9.]*x\).*/| \1 | \2 ms | \3 ms | \4 ms | \5 ms | \6 |/p'
 	echo
 	echo "* create: \`/create\` -> \`SANDBOX_RUNNING\` (cold) vs \`runsc create\` + \`runsc start\` of the same spec."
 	echo "* exec: \`echo hi\` execute -> \`SANDBOX_EXECUTION_DONE\` vs one \`runsc exec bash -c 'echo hi'\`."
@@ -35,7 +35,7 @@ mkdir -p docs
 	echo "  also computes the tar's sha256 while runsc writes it, fsyncs it, writes and fsyncs its metadata and"
 	echo "  renames both into place (pool/snapshots/store.go); raw runsc does none of that and leaves the tar in"
 	echo "  the page cache, so for large snapshots the fsync's disk write is expected to be most of the difference."
-	echo "* snapshot-N-vs-tar+fsync: the same sandpool samples against raw \\`runsc tar\\` followed by an fsync of"
+	echo "* snapshot-N-vs-tar+fsync: the same sandpool samples against raw \`runsc tar\` followed by an fsync of"
 	echo "  its file, the floor for a snapshot that survives a crash."
 	echo "* restore-N: \`/create\` with \`filesystem_snapshot_name\` -> \`SANDBOX_RUNNING\` vs"
 	echo "  \`runsc --allow-rootfs-tar-annotation create\` + \`runsc start\` of a bundle whose config.json names"
