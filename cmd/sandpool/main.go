@@ -35,11 +35,26 @@ func main() {
 	}
 }
 
+const usage = `usage: sandpool [serve] [flags]        serve sandboxes (the default command)
+       sandpool snapshots list|rm ...   list or remove filesystem snapshots (sandpool snapshots --help)
+See README.md for the configuration.`
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
 // run dispatches the subcommand.
 func run(args []string, getenv func(string) string, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
+	}
+	if cmd == "serve" && len(args) > 0 && isHelp(args[0]) || cmd == "help" {
+		fmt.Fprintln(stderr, usage)
+		if cmd == "serve" {
+			_, _ = loadConfig([]string{"-h"}, getenv) // prints serve's flags
+		}
+		return nil
 	}
 	switch cmd {
 	case "serve":

@@ -23,6 +23,10 @@ func snapshotsCommand(args []string, getenv func(string) string, stdout, stderr 
 	if len(args) == 0 {
 		return errors.New(snapshotsUsage)
 	}
+	if isHelp(args[0]) {
+		fmt.Fprintln(stderr, snapshotsUsage)
+		return nil
+	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("snapshots "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)

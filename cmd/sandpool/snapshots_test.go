@@ -112,3 +112,14 @@ func TestRunDispatchesSnapshots(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "usage: sandpool snapshots")
 }
+
+func TestHelpListsCommands(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"help"}, {"serve", "-h"}} {
+		var out bytes.Buffer
+		require.NoError(t, run(args, envFrom(nil), &out), "%v", args)
+		assert.Contains(t, out.String(), "sandpool snapshots list|rm", "%v", args)
+	}
+	var out bytes.Buffer
+	require.NoError(t, snapshotsCommand([]string{"--help"}, envFrom(nil), &out, &out))
+	assert.Contains(t, out.String(), "usage: sandpool snapshots list")
+}

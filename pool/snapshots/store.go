@@ -146,6 +146,9 @@ func (s *Store) Create(ctx context.Context, name, source string, write WriteFunc
 	// take about 150 ms instead of 95 ms here.
 	tar := filepath.Join(tmpDir, "rootfs.tar")
 	sum, size, err := writeHashAndSync(ctx, tar, write)
+	if err == nil {
+		err = os.Chmod(tar, 0o600) // runsc creates it 0644
+	}
 	if err != nil {
 		return Info{}, fmt.Errorf("snapshot %s: %w", name, err)
 	}

@@ -88,6 +88,9 @@ func TestCreateWritesTarAndSidecar(t *testing.T) {
 	assert.Equal(t, "v-test", info.RunscVersion)
 	assert.WithinRange(t, info.Created, before.Add(-time.Second), time.Now().Add(time.Second))
 	assert.ElementsMatch(t, []string{"base.json", info.File}, files(t, s))
+	st, err := os.Stat(filepath.Join(s.Dir(), info.File))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 
 	var sidecar map[string]any
 	raw, err := os.ReadFile(filepath.Join(s.Dir(), "base.json"))
