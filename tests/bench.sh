@@ -44,6 +44,14 @@ mkdir -p docs
 	echo "* In each snapshot/restore pair, which side runs first alternates every sample."
 	echo "* Target: sandpool adds at most 15% over raw runsc (ratio at most 1.15x)."
 	echo
+	missed=$(echo "$out" | sed -n 's/.*bench_test.go:[0-9]*: \([A-Za-z0-9+-]*\): sandpool .* ratio \([0-9.]*\)x.*/\1 \2/p' |
+		awk '$2 > 1.15 {printf "%s%s (%.2fx)", sep, $1, $2; sep=", "}')
+	if [ -n "$missed" ]; then
+		echo "**Missed the 1.15x target:** $missed."
+	else
+		echo "Every measurement meets the 1.15x target."
+	fi
+	echo
 	echo "## Raw output"
 	echo
 	echo '```'
