@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sandpool/sandpool/actors"
+	"github.com/sandpool/sandpool/pool/snapshots"
 	"github.com/sandpool/sandpool/runsc"
 )
 
@@ -112,4 +114,46 @@ func TestShutdownDeletesEverySandboxAndRefusesNewOnes(t *testing.T) {
 	_, err := p.Create(context.Background(), actors.Settings{}, nopSink{})
 	assert.ErrorIs(t, err, ErrShuttingDown)
 	assert.NoError(t, p.Shutdown(ctx), "Shutdown is idempotent")
+}
+
+func TestAbandonedCreateLeavesNoSandbox(t *testing.T) {
+	// A client gone before the supervisor answers: whichever way the race
+	// goes, the sandbox must not outlive the request (it has no idle
+	// timeout to reap it).
+	rt := runsc.NewFake()
+	p := newPool(t, rt, 100)
+	for range 50 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err := p.Create(ctx, actors.Settings{}, nopSink{})
+		assert.ErrorIs(t, err, context.Canceled)
+	}
+	// Every request reached the runtime (the supervisor answered them all)...
+	require.Eventually(t, func() bool { return len(rt.Calls()) >= 50 }, 5*time.Second, 10*time.Millisecond)
+	// ...and none of the sandboxes survives.
+	require.Eventually(t, func() bool { return p.Live() == 0 && len(rt.Live()) == 0 }, 5*time.Second, 10*time.Millisecond,
+		"%d sandboxes left", p.Live())
+}
+
+func TestCreateFromSnapshot(t *testing.T) {
+	rt := runsc.NewFake()
+	store, err := snapshots.New(snapshots.Config{Dir: t.TempDir()})
+	require.NoError(t, err)
+	p, err := New(Config{System: actor.NewActorSystem(), Runtime: rt, MaxSandboxes: 4, Logger: zerolog.Nop(), Snapshots: store})
+	require.NoError(t, err)
+	_, err = store.Create(context.Background(), "base", "sb", func(_ context.Context, dest string) error {
+		return os.WriteFile(dest, []byte(runsc.FakeSnapshotPrefix+"content"), 0o600)
+	})
+	require.NoError(t, err)
+
+	ref, err := p.Create(context.Background(), actors.Settings{Snapshot: "base"}, nopSink{})
+	require.NoError(t, err)
+	assert.Equal(t, runsc.FakeSnapshotPrefix+"content", string(rt.Rootfs(ref.ID)))
+
+	_, err = p.Create(context.Background(), actors.Settings{Snapshot: "missing"}, nopSink{})
+	assert.ErrorIs(t, err, snapshots.ErrNotFound)
+	disabled := newPool(t, rt, 4)
+	_, err = disabled.Create(context.Background(), actors.Settings{Snapshot: "base"}, nopSink{})
+	assert.ErrorIs(t, err, ErrSnapshotsDisabled)
+	assert.Equal(t, 1, p.Live(), "failed creates leave nothing")
 }
