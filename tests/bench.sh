@@ -4,7 +4,7 @@
 # output. Called by `make bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmd=(go test -run '^$' -bench . -benchtime "${BENCH_N:-30}x" -count 1 -timeout 30m ./tests/)
+cmd=(go test -v -run '^$' -bench . -benchtime "${BENCH_N:-30}x" -count 1 -timeout 30m ./tests/)
 out=$("${cmd[@]}" 2>&1) || { echo "$out"; exit 1; }
 echo "$out"
 mkdir -p docs
