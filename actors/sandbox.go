@@ -280,23 +280,13 @@ func (s *Sandbox) startCreate() {
 			defer from.Close()
 		}
 		err := s.cfg.Runtime.Create(ctx, s.cfg.ID, opts)
-		if from != nil && errors.Is(err, runsc.ErrBadRootfsTar) {
-			// Reported like a snapshot whose files do not match its
-			// metadata: the client learns which snapshot is unusable.
-			err = fmt.Errorf("%w: %s: %s", snapshots.ErrCorrupt, from.Info.Name, errorDetail(err, runsc.ErrBadRootfsTar))
+		var tarErr *runsc.RootfsTarError
+		if from != nil && errors.As(err, &tarErr) {
+			// The client learns which snapshot is unusable and why.
+			err = &snapshots.CorruptError{Name: from.Info.Name, Reason: tarErr.Cause}
 		}
 		s.send(createDone{err: err})
 	}()
-}
-
-// errorDetail is what err says after sentinel (errors wrapped as
-// "...: sentinel: detail").
-func errorDetail(err, sentinel error) string {
-	text := err.Error()
-	if i := strings.LastIndex(text, sentinel.Error()+": "); i >= 0 {
-		return text[i+len(sentinel.Error())+2:]
-	}
-	return text
 }
 
 func (s *Sandbox) onCreated(ctx actor.Context, msg createDone) {
@@ -311,11 +301,7 @@ func (s *Sandbox) onCreated(ctx actor.Context, msg createDone) {
 		} else {
 			s.moveTo(StateFailed)
 			s.log.Warn().Err(msg.err).Msg("create failed")
-			if errors.Is(msg.err, snapshots.ErrCorrupt) {
-				s.reply(msg.err) // already says which snapshot and why
-			} else {
-				s.reply(fmt.Errorf("create sandbox: %w", msg.err))
-			}
+			s.reply(fmt.Errorf("create sandbox: %w", msg.err))
 			s.cause = causeFailed
 		}
 		s.finish(ctx)

@@ -126,7 +126,7 @@ func (f *Fake) Create(ctx context.Context, id string, opts CreateOptions) error 
 			return fmt.Errorf("create sandbox %s: %w", id, err)
 		}
 		if !bytes.HasPrefix(data, []byte(FakeSnapshotPrefix)) {
-			return fmt.Errorf("create sandbox %s: %w: not a fake snapshot", id, ErrBadRootfsTar)
+			return &RootfsTarError{ID: id, Cause: "not a fake snapshot"}
 		}
 		sb.rootfs = data
 	}

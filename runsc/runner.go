@@ -198,7 +198,7 @@ func (r *Runner) Create(ctx context.Context, id string, opts CreateOptions) (err
 		out, _ := os.ReadFile(logPath)
 		msg := lastLine(string(out))
 		if opts.RootfsTar != "" && ctx.Err() == nil && strings.Contains(msg, "tar") {
-			return fmt.Errorf("create sandbox %s: %w: %s", id, ErrBadRootfsTar, tarCause(msg))
+			return &RootfsTarError{ID: id, Cause: tarCause(msg)}
 		}
 		return fmt.Errorf("create sandbox %s: runsc run: %w: %s", id, err, msg)
 	}

@@ -783,6 +783,10 @@ esac`, tt.stderr))
 			err := r.Create(context.Background(), "s1", CreateOptions{RootfsTar: "/snap.tar"})
 			require.Error(t, err)
 			assert.Equal(t, tt.wantBad, errors.Is(err, ErrBadRootfsTar), "%v", err)
+			var tarErr *RootfsTarError
+			if errors.As(err, &tarErr) {
+				assert.Equal(t, tt.wantCause, tarErr.Cause, "the cause alone, without runsc's option dump")
+			}
 			assert.True(t, strings.HasSuffix(err.Error(), tt.wantCause), "%v", err)
 			assert.NoDirExists(t, r.BundleDir("s1"))
 		})

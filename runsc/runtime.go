@@ -13,9 +13,24 @@ var (
 	// ErrMissingFeature means the runsc binary is too old for sandpool.
 	ErrMissingFeature = errors.New("runsc lacks a required feature")
 	// ErrBadRootfsTar means runsc could not restore a sandbox's filesystem
-	// from the tar it was given (corrupt or unreadable).
+	// from the tar it was given (corrupt or unreadable); the error is a
+	// *RootfsTarError.
 	ErrBadRootfsTar = errors.New("filesystem snapshot cannot be restored")
 )
+
+// RootfsTarError is a Create that failed because runsc could not unpack
+// CreateOptions.RootfsTar. It matches ErrBadRootfsTar.
+type RootfsTarError struct {
+	ID string
+	// Cause is runsc's reason, for example "archive/tar: invalid tar header".
+	Cause string
+}
+
+func (e *RootfsTarError) Error() string {
+	return "create sandbox " + e.ID + ": " + ErrBadRootfsTar.Error() + ": " + e.Cause
+}
+
+func (e *RootfsTarError) Is(target error) bool { return target == ErrBadRootfsTar }
 
 // Runtime is what the sandbox actor needs from gVisor. The real one is
 // *Runner; unit tests use *Fake.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -175,6 +174,7 @@ func unsupportedInit(init initMessage) string {
 // creationMessage is the client's text for a failed create; the snapshot
 // texts are the ones protocol clients match.
 func creationMessage(err error, snapshot string) string {
+	var corrupt *snapshots.CorruptError
 	switch {
 	case errors.Is(err, pool.ErrNoCapacity):
 		return "Sandbox capacity reached: " + err.Error()
@@ -186,8 +186,8 @@ func creationMessage(err error, snapshot string) string {
 		return "Filesystem snapshot not found: " + truncate(snapshot, 128) + " (" + err.Error() + ")"
 	case errors.Is(err, snapshots.ErrNotFound):
 		return "Filesystem snapshot not found: " + snapshot
-	case errors.Is(err, snapshots.ErrCorrupt):
-		return "Filesystem snapshot is corrupt: " + strings.TrimPrefix(err.Error(), snapshots.ErrCorrupt.Error()+": ")
+	case errors.As(err, &corrupt):
+		return "Filesystem snapshot is corrupt: " + corrupt.Name + ": " + corrupt.Reason
 	default:
 		return "Failed to create the sandbox: " + err.Error()
 	}

@@ -35,9 +35,21 @@ var (
 	ErrInvalidName = errors.New("invalid snapshot name")
 	// ErrNotFound means no snapshot has that name.
 	ErrNotFound = errors.New("snapshot not found")
-	// ErrCorrupt means a snapshot's files do not match its metadata.
+	// ErrCorrupt means a snapshot cannot be used; the error is a
+	// *CorruptError.
 	ErrCorrupt = errors.New("snapshot is corrupt")
 )
+
+// CorruptError says which snapshot cannot be used and why. It matches
+// ErrCorrupt.
+type CorruptError struct {
+	Name   string
+	Reason string
+}
+
+func (e *CorruptError) Error() string { return ErrCorrupt.Error() + ": " + e.Name + ": " + e.Reason }
+
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
 
 // NamePattern is what a snapshot name must match: it is also a file name,
 // so it can never be "..", contain "/" or NUL, or start with a dot.
@@ -275,7 +287,8 @@ func writeHashAndSync(ctx context.Context, path string, write WriteFunc) (string
 			}
 		case <-ctx.Done():
 			// Stop hashing at once (it competes with whatever the caller
-			// does next for CPU); the writer ends on its own terms.
+			// does next for CPU), then wait for the writer, which shares
+			// ctx.
 			<-done
 			return "", 0, ctx.Err()
 		}
@@ -323,10 +336,10 @@ func (s *Store) Stat(name string) (Info, error) {
 	}
 	var info Info
 	if err := json.Unmarshal(data, &info); err != nil {
-		return Info{}, fmt.Errorf("%w: %s: metadata: %v", ErrCorrupt, name, err)
+		return Info{}, &CorruptError{Name: name, Reason: "metadata: " + err.Error()}
 	}
 	if info.Name != name || info.File != filepath.Base(info.File) || !strings.HasPrefix(info.File, name+versionSep) {
-		return Info{}, fmt.Errorf("%w: %s: metadata names the wrong file %q", ErrCorrupt, name, info.File)
+		return Info{}, &CorruptError{Name: name, Reason: fmt.Sprintf("metadata names the wrong file %q", info.File)}
 	}
 	return info, nil
 }
@@ -352,14 +365,14 @@ func (s *Store) Open(name string) (*Snapshot, error) {
 			continue
 		}
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s: its tar %s is missing", ErrCorrupt, name, info.File)
+			return nil, &CorruptError{Name: name, Reason: "its tar " + info.File + " is missing"}
 		}
 		if err != nil {
 			return nil, err
 		}
 		st, err := f.Stat()
 		if err == nil && st.Size() != info.Size {
-			err = fmt.Errorf("%w: %s: the tar has %d bytes, its metadata says %d", ErrCorrupt, name, st.Size(), info.Size)
+			err = &CorruptError{Name: name, Reason: fmt.Sprintf("the tar has %d bytes, its metadata says %d", st.Size(), info.Size)}
 		}
 		if err != nil {
 			f.Close()
