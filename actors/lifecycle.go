@@ -66,7 +66,7 @@ func (s *Sandbox) stop(cause stopCause) {
 		s.exec.release() // the process dies with the sandbox
 	}
 	if s.snapshot != nil {
-		s.snapshot.abandon() // runsc tar ends when the sandbox is deleted
+		s.snapshot.cancel() // a kill wins over a long snapshot
 	}
 	if wasWarming {
 		// The create goroutine returns promptly once cancelled; its
@@ -95,9 +95,6 @@ func (s *Sandbox) destroyInBackground() {
 
 func (s *Sandbox) onDestroyed(ctx actor.Context, msg destroyDone) {
 	s.destroyed = true
-	if s.snapshot != nil {
-		s.snapshot.stopWriter() // its sandbox is gone; do not wait for runsc
-	}
 	if msg.err != nil {
 		s.log.Error().Err(msg.err).Msg("destroy sandbox")
 	}
@@ -155,8 +152,7 @@ func (s *Sandbox) onStopping() {
 	}
 	s.reply(ErrShuttingDown)
 	if s.snapshot != nil {
-		s.snapshot.abandon()
-		defer s.snapshot.stopWriter() // after the destroy, which ends it quicker
+		s.snapshot.cancel()
 	}
 	if s.destroyed || s.state == StateStopped {
 		return

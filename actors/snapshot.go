@@ -16,12 +16,8 @@ import (
 
 // snapshotJob is the one snapshot a sandbox takes at a time.
 type snapshotJob struct {
-	name string
-	// abandon stops the store's work on it; stopWriter ends `runsc tar`.
-	// A stop abandons it at once but ends runsc tar only once the sandbox
-	// is deleted: killing runsc tar first leaves the sandbox busy writing
-	// the tar, and `runsc delete` then waits seconds for it.
-	abandon, stopWriter context.CancelFunc
+	name   string
+	cancel context.CancelFunc
 	// finishAfter is set when the sandbox was destroyed meanwhile: its end
 	// is reported once the cancelled snapshot has cleaned up.
 	finishAfter bool
@@ -51,15 +47,14 @@ func (s *Sandbox) onSnapshot(msg SnapshotFilesystem) {
 		fail(capitalize(err.Error()) + ".")
 		return
 	}
-	writeCtx, stopWriter := context.WithTimeout(context.Background(), s.cfg.SnapshotTimeout)
-	ctx, abandon := context.WithCancel(writeCtx)
-	s.snapshot = &snapshotJob{name: msg.Name, abandon: abandon, stopWriter: stopWriter}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.SnapshotTimeout)
+	s.snapshot = &snapshotJob{name: msg.Name, cancel: cancel}
 	s.emit(statusEvent(StatusSnapshotCreating))
 	id, store, runtime := s.cfg.ID, s.cfg.Snapshots, s.cfg.Runtime
 	go func() {
-		defer stopWriter()
-		info, err := store.Create(ctx, msg.Name, id, func(_ context.Context, dest string) error {
-			return runtime.SnapshotFilesystem(writeCtx, id, dest)
+		defer cancel()
+		info, err := store.Create(ctx, msg.Name, id, func(ctx context.Context, dest string) error {
+			return runtime.SnapshotFilesystem(ctx, id, dest)
 		})
 		s.send(snapshotDone{info: info, err: err})
 	}()
