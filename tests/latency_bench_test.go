@@ -108,11 +108,8 @@ func newRawRunsc(b *testing.B) *rawRunsc {
 	})
 	runner, err := runsc.New(runsc.Config{Binary: runscBinary, StateDir: dir, Rootfs: rootfsDir})
 	require.NoError(b, err)
-	r := &rawRunsc{runner: runner, dir: dir, bundle: filepath.Join(dir, "raw-bundle")}
-	require.NoError(b, os.MkdirAll(r.bundle, 0o700))
-	spec, err := json.Marshal(runsc.BuildSpec(runsc.SpecConfig{Rootfs: rootfsDir}))
-	require.NoError(b, err)
-	require.NoError(b, os.WriteFile(filepath.Join(r.bundle, "config.json"), spec, 0o600))
+	r := &rawRunsc{runner: runner, dir: dir}
+	r.bundle = r.writeBundle(b, "raw-bundle", runsc.SpecConfig{Rootfs: rootfsDir})
 	return r
 }
 
@@ -120,11 +117,18 @@ func (r *rawRunsc) cmd(args ...string) *exec.Cmd {
 	return exec.Command(runscBinary, append(r.runner.GlobalFlags(), args...)...)
 }
 
-// start is create + start, as a runtime without sandpool would do it.
+// start is create + start of the plain bundle, as a runtime without
+// sandpool would do it.
 func (r *rawRunsc) start(b *testing.B, name string) string {
+	return r.startBundle(b, r.bundle, name)
+}
+
+// startBundle is create + start of bundle, with global flags added before
+// the subcommand (for example --allow-rootfs-tar-annotation).
+func (r *rawRunsc) startBundle(b *testing.B, bundle, name string, flags ...string) string {
 	id := fmt.Sprintf("%-32s", name+actors.NewID())[:32]
 	// The sandbox inherits create's stdio: a pipe would never reach EOF.
-	create := r.cmd("create", "--bundle="+r.bundle, id)
+	create := r.cmd(append(flags, "create", "--bundle="+bundle, id)...)
 	logFile, err := os.OpenFile(filepath.Join(r.dir, "create.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	require.NoError(b, err)
 	defer logFile.Close()
@@ -133,6 +137,17 @@ func (r *rawRunsc) start(b *testing.B, name string) string {
 	out, err := r.cmd("start", id).CombinedOutput()
 	require.NoError(b, err, "%s", out)
 	return id
+}
+
+// writeBundle makes a bundle named name in the raw runner's directory
+// with the spec sandpool's runner would build from cfg.
+func (r *rawRunsc) writeBundle(b *testing.B, name string, cfg runsc.SpecConfig) string {
+	bundle := filepath.Join(r.dir, name)
+	require.NoError(b, os.MkdirAll(bundle, 0o700))
+	spec, err := json.Marshal(runsc.BuildSpec(cfg))
+	require.NoError(b, err)
+	require.NoError(b, os.WriteFile(filepath.Join(bundle, "config.json"), spec, 0o600))
+	return bundle
 }
 
 func (r *rawRunsc) delete(b *testing.B, id string) {

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -63,7 +62,10 @@ func BenchmarkSnapshot(b *testing.B) {
 			snapName: "bench-" + size,
 			rawTar:   filepath.Join(tarDir, "raw-"+size+".tar"),
 		}
-		sd.rawBundle = raw.tarBundle(b, "restore-"+size, sd.rawTar)
+		sd.rawBundle = raw.writeBundle(b, "restore-"+size, runsc.SpecConfig{
+			Rootfs:      rootfsDir,
+			Annotations: map[string]string{runsc.RootfsTarAnnotation: sd.rawTar},
+		})
 		write := fmt.Sprintf("head -c %d /dev/urandom > /root/data", sd.bytes)
 
 		c, _ := createSandbox(b, s, sandboxInit(600))
@@ -172,33 +174,4 @@ func benchTempDir(b *testing.B, prefix string) string {
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
-}
-
-// tarBundle writes a bundle (next to the raw runner's plain one) whose spec
-// restores the filesystem snapshot at tar, as sandpool's does.
-func (r *rawRunsc) tarBundle(b *testing.B, name, tar string) string {
-	bundle := filepath.Join(r.dir, name)
-	require.NoError(b, os.MkdirAll(bundle, 0o700))
-	spec, err := json.Marshal(runsc.BuildSpec(runsc.SpecConfig{
-		Rootfs:      rootfsDir,
-		Annotations: map[string]string{runsc.RootfsTarAnnotation: tar},
-	}))
-	require.NoError(b, err)
-	require.NoError(b, os.WriteFile(filepath.Join(bundle, "config.json"), spec, 0o600))
-	return bundle
-}
-
-// startBundle is start with another bundle and global flags added before
-// the subcommand (for example --allow-rootfs-tar-annotation).
-func (r *rawRunsc) startBundle(b *testing.B, bundle, name string, flags ...string) string {
-	id := fmt.Sprintf("%-32s", name+actors.NewID())[:32]
-	create := r.cmd(append(flags, "create", "--bundle="+bundle, id)...)
-	logFile, err := os.OpenFile(filepath.Join(r.dir, "create.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	require.NoError(b, err)
-	defer logFile.Close()
-	create.Stdout, create.Stderr = logFile, logFile
-	require.NoError(b, create.Run(), "runsc create; see %s", logFile.Name())
-	out, err := r.cmd("start", id).CombinedOutput()
-	require.NoError(b, err, "%s", out)
-	return id
 }
