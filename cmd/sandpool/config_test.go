@@ -24,6 +24,20 @@ func envFrom(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
+// testEnv is a getenv with rootfs, env, and a config file holding file
+// (when not empty).
+func testEnv(t *testing.T, rootfs string, env map[string]string, file string) func(string) string {
+	t.Helper()
+	all := map[string]string{"SANDPOOL_ROOTFS": rootfs}
+	for k, v := range env {
+		all[k] = v
+	}
+	if file != "" {
+		all["SANDPOOL_CONFIG"] = writeConfig(t, "c.yaml", file)
+	}
+	return envFrom(all)
+}
+
 func writeConfig(t *testing.T, name, text string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
@@ -216,14 +230,7 @@ func TestConfigValidation(t *testing.T) {
 			want: "must not be inside the rootfs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env := map[string]string{"SANDPOOL_ROOTFS": fakeRootfs(t)}
-			for k, v := range tc.env {
-				env[k] = v
-			}
-			if tc.file != "" {
-				env["SANDPOOL_CONFIG"] = writeConfig(t, "c.yaml", tc.file)
-			}
-			_, err := loadConfig(tc.args, envFrom(env))
+			_, err := loadConfig(tc.args, testEnv(t, fakeRootfs(t), tc.env, tc.file))
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
@@ -283,14 +290,7 @@ func TestConfigSnapshotPath(t *testing.T) {
 			env: map[string]string{"SANDPOOL_FILESYSTEM_SNAPSHOT_PATH": "/sandpool/snaps"}, want: "/flag/snaps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env := map[string]string{"SANDPOOL_ROOTFS": rootfs}
-			for k, v := range tc.env {
-				env[k] = v
-			}
-			if tc.file != "" {
-				env["SANDPOOL_CONFIG"] = writeConfig(t, "c.yaml", tc.file)
-			}
-			cfg, err := loadConfig(tc.args, envFrom(env))
+			cfg, err := loadConfig(tc.args, testEnv(t, rootfs, tc.env, tc.file))
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, cfg.FilesystemSnapshotPath)
 		})
