@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/sandpool/sandpool/pool/snapshots"
 )
 
@@ -111,7 +113,7 @@ func listSnapshots(store *snapshots.Store, asJSON bool, stdout, stderr io.Writer
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tSIZE\tCREATED\tSOURCE SANDBOX\tSHA256\tRUNSC")
 	for _, i := range infos {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.12s\t%s\n", i.Name, humanBytes(i.Size),
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.12s\t%s\n", i.Name, humanize.IBytes(uint64(i.Size)),
 			i.Created.UTC().Format(time.DateTime), i.SourceSandbox, i.SHA256, i.RunscVersion)
 	}
 	return w.Flush()
@@ -136,18 +138,4 @@ func removeSnapshots(store *snapshots.Store, names []string, asJSON bool, stdout
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// humanBytes is n in binary units with one decimal.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
