@@ -54,6 +54,8 @@ type fakeSandbox struct {
 	procs map[*fakeProcess]struct{}
 	// rootfs is the content of the snapshot it was created from.
 	rootfs []byte
+	// dead is set by Crash: the sandbox's processes are gone.
+	dead bool
 }
 
 // FakeSnapshotPrefix starts every file the fake's SnapshotFilesystem
@@ -233,6 +235,30 @@ func (f *Fake) Destroy(_ context.Context, id string) error {
 }
 
 func (f *Fake) List(context.Context) ([]string, error) { return f.Live(), nil }
+
+// Alive fails for an unknown or crashed sandbox. It is not recorded in
+// Calls: it stands for a /proc read, not a runsc command.
+func (f *Fake) Alive(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sb, ok := f.sandboxes[id]; !ok || sb.dead {
+		return fmt.Errorf("sandbox %s: %w", id, ErrSandboxDead)
+	}
+	return nil
+}
+
+// Crash makes a sandbox die as if its runsc-sandbox process were killed: it
+// still exists (until destroyed), its processes are killed, Alive fails.
+func (f *Fake) Crash(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sb, ok := f.sandboxes[id]; ok {
+		sb.dead = true
+		for p := range sb.procs {
+			p.kill()
+		}
+	}
+}
 
 // DefaultFakeHandler interprets the last argument (the code): "sleep" blocks
 // until killed, "cat" copies stdin to stdout, "exit N" exits with N,

@@ -264,3 +264,19 @@ func TestDefaultFakeHandlerKill(t *testing.T) {
 		})
 	}
 }
+
+func TestFakeCrash(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	require.NoError(t, f.Create(ctx, "a", CreateOptions{}))
+	p, err := f.Exec(ctx, "a", ProcessSpec{Args: []string{"sleep"}})
+	require.NoError(t, err)
+	require.NoError(t, f.Alive(ctx, "a"))
+
+	f.Crash("a")
+	assert.ErrorIs(t, f.Alive(ctx, "a"), ErrSandboxDead)
+	assert.Equal(t, 137, waitCode(t, p), "its processes die with it")
+	assert.Contains(t, f.Live(), "a", "it exists until destroyed")
+	assert.ErrorIs(t, f.Alive(ctx, "unknown"), ErrSandboxDead)
+	assert.NotContains(t, f.Calls(), "alive a", "Alive is not a runsc call")
+}

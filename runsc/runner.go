@@ -250,23 +250,39 @@ func (r *Runner) sandboxPIDFile(id string) string {
 // killSandboxProcess SIGKILLs the sandbox's runsc-sandbox process, if its
 // PID still names that process (never a process that reused the PID).
 func (r *Runner) killSandboxProcess(id string) {
+	if pid, err := r.sandboxPID(id); err == nil {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+}
+
+// Alive checks the sandbox's runsc-sandbox process in /proc; the gofer and
+// the container's processes cannot outlive it.
+func (r *Runner) Alive(_ context.Context, id string) error {
+	_, err := r.sandboxPID(id)
+	return err
+}
+
+// sandboxPID is the PID of the sandbox's live runsc-sandbox process. A PID
+// reused by another process, or a zombie (whose cmdline is empty), does not
+// count.
+func (r *Runner) sandboxPID(id string) (int, error) {
 	data, err := os.ReadFile(r.sandboxPIDFile(id))
 	if err != nil {
-		return
+		return 0, fmt.Errorf("sandbox %s: no pid file: %w", id, ErrSandboxDead)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 	if err != nil || pid <= 1 {
-		return
+		return 0, fmt.Errorf("sandbox %s: bad pid file %q: %w", id, data, ErrSandboxDead)
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
-		return
+		return 0, fmt.Errorf("sandbox %s: process %d: %w", id, pid, ErrSandboxDead)
 	}
 	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
 	if len(args) < 2 || args[0] != "runsc-sandbox" || args[len(args)-1] != id {
-		return
+		return 0, fmt.Errorf("sandbox %s: process %d is not its sandbox: %w", id, pid, ErrSandboxDead)
 	}
-	_ = unix.Kill(pid, unix.SIGKILL)
+	return pid, nil
 }
 
 func (r *Runner) delete(ctx context.Context, id string) error {

@@ -850,3 +850,30 @@ esac`)
 	assert.NoError(t, stranger.Process.Signal(syscall.Signal(0)), "a PID that names another process is left alone")
 	assert.Equal(t, []string{"delete --force s1", "delete --force s2"}, subcommands(t, r, dir))
 }
+
+func TestAlive(t *testing.T) {
+	bin, dir := fakeRunsc(t, `:`)
+	r := newTestRunner(t, bin, nil)
+	sandbox := &exec.Cmd{Path: "/bin/sh", Args: []string{"runsc-sandbox", "-c", "sleep 60", "s1"}}
+	require.NoError(t, sandbox.Start())
+	t.Cleanup(func() { _ = sandbox.Process.Kill(); _, _ = sandbox.Process.Wait() })
+	writePID := func(id string, pid int) {
+		require.NoError(t, os.MkdirAll(r.BundleDir(id), 0o700))
+		require.NoError(t, os.WriteFile(r.sandboxPIDFile(id), []byte(strconv.Itoa(pid)), 0o600))
+	}
+	writePID("s1", sandbox.Process.Pid)
+	writePID("stale", sandbox.Process.Pid) // the PID now names another sandbox
+	writePID("garbled", 0)
+
+	ctx := context.Background()
+	assert.NoError(t, r.Alive(ctx, "s1"))
+	for _, id := range []string{"stale", "garbled", "no-pid-file"} {
+		assert.ErrorIs(t, r.Alive(ctx, id), ErrSandboxDead, id)
+	}
+
+	// kill -9 leaves a zombie until it is reaped: it counts as dead at once.
+	require.NoError(t, sandbox.Process.Signal(syscall.SIGKILL))
+	require.Eventually(t, func() bool { return errors.Is(r.Alive(ctx, "s1"), ErrSandboxDead) },
+		5*time.Second, 10*time.Millisecond)
+	assert.Empty(t, subcommands(t, r, dir), "Alive runs no runsc command")
+}

@@ -16,6 +16,9 @@ var (
 	// from the tar it was given (corrupt or unreadable); the error is a
 	// *RootfsTarError.
 	ErrBadRootfsTar = errors.New("filesystem snapshot cannot be restored")
+	// ErrSandboxDead means the sandbox's runsc-sandbox process is gone
+	// (killed, crashed) although runsc may still list the container.
+	ErrSandboxDead = errors.New("sandbox process is gone")
 )
 
 // RootfsTarError is a Create that failed because runsc could not unpack
@@ -50,6 +53,10 @@ type Runtime interface {
 	// truncates. A sandbox created with CreateOptions.RootfsTar set to that
 	// file starts with exactly those changes.
 	SnapshotFilesystem(ctx context.Context, id, dest string) error
+	// Alive reports whether the sandbox's processes still run: nil, or an
+	// error matching ErrSandboxDead. It is cheap (no runsc call), so a
+	// pool can check its idle sandboxes every few seconds.
+	Alive(ctx context.Context, id string) error
 }
 
 // CreateOptions are per-sandbox creation settings.
