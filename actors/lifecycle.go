@@ -56,6 +56,7 @@ func (s *Sandbox) stop(cause stopCause) {
 	wasWarming := s.state == StateWarming
 	s.moveTo(StateStopping)
 	s.stopIdle()
+	s.stopHealth()
 	switch cause {
 	case causeClient:
 		s.emit(statusEvent(StatusKilling), statusEvent(StatusDeleting))
@@ -147,6 +148,7 @@ func (s *Sandbox) onStopping() {
 		s.exec.release()
 	}
 	s.stopIdle()
+	s.stopHealth()
 	if s.cancelCreate != nil {
 		s.cancelCreate()
 	}
@@ -154,7 +156,11 @@ func (s *Sandbox) onStopping() {
 	if s.snapshot != nil {
 		s.snapshot.cancel()
 	}
-	if s.destroyed || s.state == StateStopped {
+	if s.state != StateStopped {
+		s.observe(s.state, StateStopped)
+		s.state = StateStopped
+	}
+	if s.destroyed {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -3,6 +3,8 @@ package actors
 import (
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/sandpool/sandpool/pool/snapshots"
 	"github.com/sandpool/sandpool/runsc"
 )
@@ -39,6 +41,41 @@ type (
 	SnapshotFilesystem struct{ Name string }
 )
 
+// Pool requests, from the supervisor to a sandbox it warmed.
+type (
+	// Claim hands a ready sandbox to a client: Settings and Sink apply from
+	// now on. Reply gets nil, or ErrNotReady if the sandbox is no longer
+	// ready (it died or was retired meanwhile).
+	Claim struct {
+		Settings Settings
+		Sink     Sink
+		Reply    chan<- error
+	}
+	// Retire destroys a sandbox that is still ready (too old, stale
+	// snapshot, pool shrunk, died); a claimed one ignores it. After it the
+	// pool sends the sandbox no more claims.
+	Retire struct{ Reason string }
+)
+
+// Reports from a sandbox actor to its parent.
+type (
+	// Created says runsc's create finished (Err nil) or failed. Every
+	// actor sends it at most once; one stopped while warming may not.
+	Created struct {
+		PID *actor.PID
+		Err error
+	}
+	// Died says a ready sandbox's processes are gone; it answers claims
+	// with ErrNotReady and waits for the Retire that destroys it.
+	Died struct {
+		PID *actor.PID
+		Err error
+	}
+	// SnapshotSaved says a filesystem snapshot was committed under
+	// Info.Name, replacing any older version.
+	SnapshotSaved struct{ Info snapshots.Info }
+)
+
 // Internal messages: results of work done off the mailbox.
 type (
 	createDone  struct{ err error }
@@ -64,6 +101,8 @@ type (
 	}
 	execTimedOut struct{ seq int }
 	idleCheck    struct{}
+	healthCheck  struct{}
+	healthResult struct{ err error }
 	destroyDone  struct{ err error }
 	snapshotDone struct {
 		info snapshots.Info

@@ -18,6 +18,8 @@ import (
 var (
 	// ErrShuttingDown means the server stopped before the sandbox was ready.
 	ErrShuttingDown = errors.New("server is shutting down")
+	// ErrNotReady answers a Claim to a sandbox that is no longer ready.
+	ErrNotReady = errors.New("sandbox is not ready to be claimed")
 )
 
 // language is a protocol language and the interpreter that runs its code.
@@ -89,6 +91,15 @@ type Config struct {
 	// From, when set, is the snapshot the sandbox starts from. The actor
 	// owns it and closes it once runsc has read it.
 	From *snapshots.Snapshot
+	// Warm makes a pool sandbox: once created it waits in StateReady,
+	// with no client and no idle timeout, until a Claim or a Retire.
+	Warm bool
+	// HealthInterval is how often a ready sandbox checks that its
+	// processes still run (default 2 s); a dead one destroys itself.
+	HealthInterval time.Duration
+	// OnState, when set, is called on every state change (from StateNew
+	// at start); it must not block.
+	OnState func(from, to State)
 }
 
 // stopCause says why a sandbox is being destroyed; it picks the events the
@@ -100,6 +111,8 @@ const (
 	causeIdle                      // idle timeout
 	causeShutdown                  // server stopping
 	causeFailed                    // creation failed
+	causeRetired                   // a ready sandbox the pool let go
+	causeDied                      // a ready sandbox whose processes died
 )
 
 // Sandbox is the actor of one sandbox.
@@ -115,6 +128,9 @@ type Sandbox struct {
 	cancelCreate context.CancelFunc
 	lastActivity time.Time
 	idleTimer    *time.Timer
+	healthTimer  *time.Timer
+	// died is why a ready sandbox's processes are gone.
+	died error
 
 	seq      int
 	exec     *execution
@@ -172,6 +188,9 @@ func New(cfg Config) *Sandbox {
 	if cfg.SnapshotTimeout <= 0 {
 		cfg.SnapshotTimeout = 10 * time.Minute
 	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 2 * time.Second
+	}
 	return &Sandbox{
 		cfg:  cfg,
 		log:  cfg.Logger.With().Str("sandbox_id", cfg.ID).Logger(),
@@ -190,12 +209,21 @@ func (s *Sandbox) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		s.self, s.root = ctx.Self(), ctx.ActorSystem().Root
+		s.observe(StateNew, StateWarming)
 		s.startCreate()
 	case *actor.Stopping:
 		s.onStopping()
 
 	case createDone:
 		s.onCreated(ctx, msg)
+	case Claim:
+		s.onClaim(msg)
+	case Retire:
+		s.onRetire(msg)
+	case healthCheck:
+		s.onHealthCheck()
+	case healthResult:
+		s.onHealthResult(ctx, msg)
 	case Attach:
 		s.sink = msg.Sink
 	case Detach:
@@ -262,7 +290,22 @@ func (s *Sandbox) moveTo(to State) {
 		// sandbox can still be destroyed.
 		s.log.Error().Err(err).Msg("state machine")
 	}
+	s.observe(s.state, to)
 	s.state = to
+}
+
+func (s *Sandbox) observe(from, to State) {
+	if s.cfg.OnState != nil {
+		s.cfg.OnState(from, to)
+	}
+}
+
+// tellParent reports to the supervisor (none when spawned at the root, as
+// in tests).
+func (s *Sandbox) tellParent(ctx actor.Context, msg any) {
+	if parent := ctx.Parent(); parent != nil {
+		ctx.Send(parent, msg)
+	}
 }
 
 // --- creation ---
@@ -291,6 +334,7 @@ func (s *Sandbox) startCreate() {
 
 func (s *Sandbox) onCreated(ctx actor.Context, msg createDone) {
 	s.cancelCreate = nil
+	s.tellParent(ctx, Created{PID: s.self, Err: msg.err})
 	switch {
 	case msg.err != nil:
 		// Runtime.Create leaves nothing behind when it fails (cancelled
@@ -309,6 +353,10 @@ func (s *Sandbox) onCreated(ctx actor.Context, msg createDone) {
 		// Killed while creating, but the create won the race.
 		s.reply(ErrShuttingDown)
 		s.destroyInBackground()
+	case s.cfg.Warm:
+		s.moveTo(StateReady)
+		s.armHealth()
+		s.log.Debug().Msg("warm sandbox ready")
 	default:
 		s.moveTo(StateClaimed)
 		s.touch()

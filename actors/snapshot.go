@@ -66,6 +66,10 @@ func (s *Sandbox) onSnapshotDone(ctx actor.Context, msg snapshotDone) {
 		return
 	}
 	s.snapshot = nil
+	if msg.err == nil {
+		// Pools built from an older version drain; auto_warm may start one.
+		s.tellParent(ctx, SnapshotSaved{Info: msg.info})
+	}
 	if s.state == StateStopping {
 		// The stop cancelled it; the store removed what it had written.
 		if job.finishAfter {

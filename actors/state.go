@@ -7,8 +7,10 @@ import "fmt"
 type State int
 
 const (
+	// StateNew is before the actor started; only Config.OnState sees it.
+	StateNew State = -1
 	// StateWarming: runsc is creating the sandbox.
-	StateWarming State = iota
+	StateWarming State = iota - 1
 	// StateReady: created and waiting in a pool for a client.
 	StateReady
 	// StateClaimed: owned by a client (attached or not), nothing running.
@@ -27,7 +29,10 @@ const (
 var stateNames = [...]string{"warming", "ready", "claimed", "executing", "stopping", "stopped", "failed"}
 
 func (s State) String() string {
-	if int(s) < len(stateNames) {
+	if s == StateNew {
+		return "new"
+	}
+	if s >= 0 && int(s) < len(stateNames) {
 		return stateNames[s]
 	}
 	return fmt.Sprintf("state(%d)", int(s))
