@@ -9,6 +9,8 @@ type Ref struct {
 	Token string
 	PID   *actor.PID
 	Root  *actor.RootContext
+	// Warm says the sandbox came ready from a pool (the create was a hit).
+	Warm bool
 }
 
 // Send delivers a client request to the sandbox actor.

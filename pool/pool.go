@@ -1,9 +1,11 @@
-// Package pool is the supervisor of every sandbox actor: it creates
-// sandboxes under a global cap, supervises them (a failed sandbox is stopped
-// and cleaned up, never restarted), and stops them all at shutdown.
+// Package pool is the supervisor of every sandbox actor: it keeps warm pools
+// of ready sandboxes per filesystem snapshot, hands them to clients, refills
+// them with bounded concurrency, creates the rest cold under a global cap,
+// and stops every sandbox at shutdown.
 //
 // Concurrency: Pool's methods are safe for concurrent use; they talk to the
-// supervisor actor with messages that carry reply channels.
+// supervisor actor with messages that carry reply channels, and only the
+// supervisor touches pool state.
 package pool
 
 import (
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/sandpool/sandpool/actors"
@@ -35,22 +38,38 @@ var (
 type Config struct {
 	System  *actor.ActorSystem
 	Runtime runsc.Runtime
-	// MaxSandboxes caps live sandboxes, creating ones included.
-	MaxSandboxes  int
+	// Limits are the caps and warm pools; Reconfigure replaces them.
+	Limits        Limits
 	CreateTimeout time.Duration
 	Logger        zerolog.Logger
 	// Snapshots is the filesystem snapshot store; nil disables snapshots.
 	Snapshots *snapshots.Store
 	// SnapshotTimeout bounds one filesystem snapshot (default 10 min).
 	SnapshotTimeout time.Duration
+	// Backoff paces a pool whose creates fail (default 500 ms doubling up
+	// to 30 s, with jitter).
+	Backoff Backoff
+	// HealthInterval is how often a ready sandbox checks it is alive
+	// (default 2 s).
+	HealthInterval time.Duration
+	// HousekeepingInterval is how often max_age and snapshot versions are
+	// checked (default 1 s).
+	HousekeepingInterval time.Duration
+	// Registerer receives the pool's metrics; nil registers none.
+	Registerer prometheus.Registerer
 }
 
-// Pool creates and supervises sandboxes.
+// Backoff bounds the exponential wait between failing creates of a pool.
+type Backoff struct{ Initial, Max time.Duration }
+
+// Pool hands out sandboxes, warm when it can.
 type Pool struct {
-	cfg  Config
-	root *actor.RootContext
-	pid  *actor.PID
-	live atomic.Int64
+	cfg     Config
+	log     zerolog.Logger
+	root    *actor.RootContext
+	pid     *actor.PID
+	metrics *metrics
+	live    atomic.Int64
 	// closed is set by Shutdown: the supervisor may be gone, so Create
 	// must not wait for its answer.
 	closed atomic.Bool
@@ -59,16 +78,36 @@ type Pool struct {
 	stopped chan struct{}
 }
 
-// New spawns the supervisor actor.
+// New spawns the supervisor actor, which starts filling the pools at once.
 func New(cfg Config) (*Pool, error) {
 	if cfg.System == nil || cfg.Runtime == nil {
 		return nil, fmt.Errorf("pool: actor system and runtime are required")
 	}
-	if cfg.MaxSandboxes <= 0 {
-		return nil, fmt.Errorf("pool: max sandboxes must be positive, got %d", cfg.MaxSandboxes)
+	if cfg.Limits.CreateConcurrency == 0 {
+		cfg.Limits.CreateConcurrency = 2
 	}
-	p := &Pool{cfg: cfg, root: cfg.System.Root, stopped: make(chan struct{})}
-	sup := &supervisor{pool: p, children: map[string]*actor.PID{}}
+	if err := cfg.Limits.Validate(cfg.Snapshots != nil); err != nil {
+		return nil, fmt.Errorf("pool: %w", err)
+	}
+	if cfg.Backoff.Initial <= 0 {
+		cfg.Backoff.Initial = 500 * time.Millisecond
+	}
+	if cfg.Backoff.Max <= 0 {
+		cfg.Backoff.Max = 30 * time.Second
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 2 * time.Second
+	}
+	if cfg.HousekeepingInterval <= 0 {
+		cfg.HousekeepingInterval = time.Second
+	}
+	p := &Pool{cfg: cfg, log: cfg.Logger, root: cfg.System.Root, stopped: make(chan struct{}), metrics: newMetrics()}
+	if cfg.Registerer != nil {
+		if err := p.metrics.register(cfg.Registerer, p); err != nil {
+			return nil, fmt.Errorf("pool: metrics: %w", err)
+		}
+	}
+	sup := newSupervisor(p)
 	// Sandbox actors own OS resources: a failing one is stopped (its
 	// Stopping handler destroys the sandbox), never restarted empty.
 	strategy := actor.NewOneForOneStrategy(0, time.Second, func(any) actor.Directive { return actor.StopDirective })
@@ -83,55 +122,117 @@ func New(cfg Config) (*Pool, error) {
 	return p, nil
 }
 
-// Live is the number of sandboxes that exist or are being created.
+// Live is the number of sandboxes that exist or are being created, warm
+// ones included.
 func (p *Pool) Live() int { return int(p.live.Load()) }
 
-// Create starts a sandbox for a client (from settings.Snapshot, if set) and
-// waits until it runs. If ctx ends first, the sandbox is killed.
+// claimRetries bounds claims of warm sandboxes that died just before.
+const claimRetries = 3
+
+// Create gives a client a running sandbox (from settings.Snapshot, if set):
+// a warm one from its pool if one is ready, else a new one. ref.Warm says
+// which. If ctx ends first, the sandbox is killed.
 func (p *Pool) Create(ctx context.Context, settings actors.Settings, sink actors.Sink) (*actors.Ref, error) {
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		res, err := p.create(ctx, settings, sink)
+		if errors.Is(err, actors.ErrNotReady) && attempt < claimRetries {
+			continue // the warm sandbox died as it was claimed: ask again
+		}
+		p.metrics.claimed(res.label, res.hit, err, time.Since(start))
+		if err != nil {
+			return nil, err
+		}
+		ref := *res.ref
+		ref.Warm = res.hit
+		return &ref, nil
+	}
+}
+
+func (p *Pool) create(ctx context.Context, settings actors.Settings, sink actors.Sink) (createResult, error) {
 	if p.closed.Load() {
-		return nil, ErrShuttingDown
+		return createResult{label: noPoolLabel}, ErrShuttingDown
 	}
 	from, err := p.openSnapshot(settings.Snapshot)
 	if err != nil {
-		return nil, err
+		return createResult{label: noPoolLabel}, err
 	}
 	reply := make(chan createResult, 1)
-	p.root.Send(p.pid, createRequest{settings: settings, sink: sink, from: from, reply: reply})
+	p.root.Send(p.pid, createRequest{ctx: ctx, settings: settings, sink: sink, from: from, reply: reply})
 	var res createResult
 	select {
 	case res = <-reply:
 	case <-p.stopped:
 		// The supervisor is gone; nobody took the snapshot over.
 		closeSnapshot(from)
-		return nil, ErrShuttingDown
+		return createResult{label: noPoolLabel}, ErrShuttingDown
 	case <-ctx.Done():
-		// The supervisor still answers: the reply says whether an actor
-		// took the snapshot over.
+		// The supervisor still answers: the reply says whether a sandbox
+		// was made or claimed for this request.
 		go func() {
 			if res := <-reply; res.err == nil {
 				res.ref.Send(actors.KillSandbox{})
 			}
 		}()
-		return nil, ctx.Err()
+		return createResult{label: noPoolLabel}, ctx.Err()
 	}
 	if res.err != nil {
-		return nil, res.err
+		return res, res.err
 	}
 	select {
 	case err := <-res.created:
-		if err != nil {
-			return nil, err
-		}
-		return res.ref, nil
+		return res, err
 	case <-ctx.Done():
 		res.ref.Send(actors.KillSandbox{})
-		return nil, ctx.Err()
+		return res, ctx.Err()
 	}
 }
 
-// Shutdown destroys every sandbox and stops the supervisor; it returns when
-// all are gone or ctx ends.
+// Status reports the pools, as GET /pools shows them.
+func (p *Pool) Status(ctx context.Context) (Status, error) {
+	if p.closed.Load() {
+		return Status{}, ErrShuttingDown
+	}
+	reply := make(chan Status, 1)
+	p.root.Send(p.pid, statusRequest{reply: reply})
+	select {
+	case st := <-reply:
+		return st, nil
+	case <-p.stopped:
+		return Status{}, ErrShuttingDown
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	}
+}
+
+// Reconfigure installs new limits and pools: new pools start filling,
+// shrunk or removed ones retire their extra ready sandboxes, claimed ones
+// are never touched. Invalid limits are refused and the old ones stay.
+func (p *Pool) Reconfigure(ctx context.Context, limits Limits) error {
+	if limits.CreateConcurrency == 0 {
+		limits.CreateConcurrency = 2
+	}
+	if err := limits.Validate(p.cfg.Snapshots != nil); err != nil {
+		return err
+	}
+	if p.closed.Load() {
+		return ErrShuttingDown
+	}
+	done := make(chan struct{})
+	p.root.Send(p.pid, reconfigureRequest{limits: limits, done: done})
+	select {
+	case <-done:
+		return nil
+	case <-p.stopped:
+		return ErrShuttingDown
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Shutdown stops refilling, destroys every sandbox (warm, creating and
+// claimed) and stops the supervisor; it returns when all are gone or ctx
+// ends.
 func (p *Pool) Shutdown(ctx context.Context) error {
 	if !p.closed.CompareAndSwap(false, true) {
 		return nil
@@ -164,97 +265,4 @@ func closeSnapshot(sn *snapshots.Snapshot) {
 	if sn != nil {
 		_ = sn.Close()
 	}
-}
-
-type createRequest struct {
-	settings actors.Settings
-	sink     actors.Sink
-	// from is the opened snapshot to start from; the sandbox actor closes
-	// it, or the supervisor when no actor is made.
-	from  *snapshots.Snapshot
-	reply chan<- createResult
-}
-
-type createResult struct {
-	ref     *actors.Ref
-	created <-chan error
-	err     error
-}
-
-type shutdownRequest struct{ done chan struct{} }
-
-// supervisor is the parent actor of every sandbox actor.
-type supervisor struct {
-	pool     *Pool
-	children map[string]*actor.PID
-	stopping bool
-	waiters  []chan struct{}
-}
-
-func (s *supervisor) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
-	case createRequest:
-		res := s.create(ctx, msg)
-		if res.err != nil {
-			closeSnapshot(msg.from)
-		}
-		msg.reply <- res
-	case *actor.Terminated:
-		s.forget(msg.Who)
-	case shutdownRequest:
-		s.stopping = true
-		s.waiters = append(s.waiters, msg.done)
-		for _, pid := range s.children {
-			ctx.Send(pid, actors.Shutdown{})
-		}
-		s.maybeDone()
-	}
-}
-
-func (s *supervisor) create(ctx actor.Context, req createRequest) createResult {
-	cfg := s.pool.cfg
-	switch {
-	case s.stopping:
-		return createResult{err: ErrShuttingDown}
-	case len(s.children) >= cfg.MaxSandboxes:
-		return createResult{err: fmt.Errorf("%w: the server runs its maximum of %d sandboxes; try again later", ErrNoCapacity, cfg.MaxSandboxes)}
-	}
-	created := make(chan error, 1)
-	id := actors.NewID()
-	sb := actors.New(actors.Config{
-		ID:              id,
-		Token:           actors.NewToken(),
-		Runtime:         cfg.Runtime,
-		Settings:        req.settings,
-		Sink:            req.sink,
-		Created:         created,
-		Logger:          cfg.Logger,
-		CreateTimeout:   cfg.CreateTimeout,
-		Snapshots:       cfg.Snapshots,
-		SnapshotTimeout: cfg.SnapshotTimeout,
-		From:            req.from,
-	})
-	pid, err := ctx.SpawnNamed(sb.Props(), id)
-	if err != nil {
-		return createResult{err: fmt.Errorf("spawn sandbox actor: %w", err)}
-	}
-	s.children[pid.Id] = pid
-	s.pool.live.Store(int64(len(s.children)))
-	return createResult{ref: &actors.Ref{ID: id, Token: sb.Token(), PID: pid, Root: ctx.ActorSystem().Root}, created: created}
-}
-
-func (s *supervisor) forget(pid *actor.PID) {
-	delete(s.children, pid.Id)
-	s.pool.live.Store(int64(len(s.children)))
-	s.maybeDone()
-}
-
-func (s *supervisor) maybeDone() {
-	if !s.stopping || len(s.children) > 0 {
-		return
-	}
-	for _, w := range s.waiters {
-		close(w)
-	}
-	s.waiters = nil
 }

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -24,15 +25,15 @@ func (nopSink) Send(ev actors.Event) { ev.Release() }
 
 func newPool(t *testing.T, rt *runsc.Fake, max int) *Pool {
 	t.Helper()
-	p, err := New(Config{System: actor.NewActorSystem(), Runtime: rt, MaxSandboxes: max, Logger: zerolog.Nop()})
+	p, err := New(Config{System: actor.NewActorSystem(), Runtime: rt, Limits: Limits{MaxSandboxes: max}, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	return p
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	_, err := New(Config{Runtime: runsc.NewFake(), MaxSandboxes: 1})
+	_, err := New(Config{Runtime: runsc.NewFake(), Limits: Limits{MaxSandboxes: 1}})
 	assert.Error(t, err)
-	_, err = New(Config{System: actor.NewActorSystem(), Runtime: runsc.NewFake(), MaxSandboxes: 0})
+	_, err = New(Config{System: actor.NewActorSystem(), Runtime: runsc.NewFake(), Limits: Limits{MaxSandboxes: 0}})
 	assert.Error(t, err)
 }
 
@@ -117,29 +118,38 @@ func TestShutdownDeletesEverySandboxAndRefusesNewOnes(t *testing.T) {
 }
 
 func TestAbandonedCreateLeavesNoSandbox(t *testing.T) {
-	// A client gone before the supervisor answers: whichever way the race
-	// goes, the sandbox must not outlive the request (it has no idle
+	// Clients gone at every point of a create (before the supervisor
+	// answers, while queued for a slot, while runsc creates): whichever way
+	// each race goes, no sandbox outlives its request (it has no idle
 	// timeout to reap it).
 	rt := runsc.NewFake()
+	rt.CreateDelay = time.Millisecond
 	p := newPool(t, rt, 100)
-	for range 50 {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_, err := p.Create(ctx, actors.Settings{}, nopSink{})
-		assert.ErrorIs(t, err, context.Canceled)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i)*100*time.Microsecond)
+			defer cancel()
+			ref, err := p.Create(ctx, actors.Settings{}, nopSink{})
+			if err != nil {
+				assert.ErrorIs(t, err, context.DeadlineExceeded)
+			} else {
+				ref.Send(actors.KillSandbox{}) // the client got it in time
+			}
+		}()
 	}
-	// Every request reached the runtime (the supervisor answered them all)...
-	require.Eventually(t, func() bool { return len(rt.Calls()) >= 50 }, 5*time.Second, 10*time.Millisecond)
-	// ...and none of the sandboxes survives.
+	wg.Wait()
 	require.Eventually(t, func() bool { return p.Live() == 0 && len(rt.Live()) == 0 }, 5*time.Second, 10*time.Millisecond,
-		"%d sandboxes left", p.Live())
+		"%d sandboxes left: %s %v", p.Live(), dumpPool(p), rt.Calls())
 }
 
 func TestCreateFromSnapshot(t *testing.T) {
 	rt := runsc.NewFake()
 	store, err := snapshots.New(snapshots.Config{Dir: t.TempDir()})
 	require.NoError(t, err)
-	p, err := New(Config{System: actor.NewActorSystem(), Runtime: rt, MaxSandboxes: 4, Logger: zerolog.Nop(), Snapshots: store})
+	p, err := New(Config{System: actor.NewActorSystem(), Runtime: rt, Limits: Limits{MaxSandboxes: 4}, Logger: zerolog.Nop(), Snapshots: store})
 	require.NoError(t, err)
 	_, err = store.Create(context.Background(), "base", "sb", func(_ context.Context, dest string) error {
 		return os.WriteFile(dest, []byte(runsc.FakeSnapshotPrefix+"content"), 0o600)
@@ -156,4 +166,12 @@ func TestCreateFromSnapshot(t *testing.T) {
 	_, err = disabled.Create(context.Background(), actors.Settings{Snapshot: "base"}, nopSink{})
 	assert.ErrorIs(t, err, ErrSnapshotsDisabled)
 	assert.Equal(t, 1, p.Live(), "failed creates leave nothing")
+}
+
+// dumpPool describes the pool for a failure message.
+func dumpPool(p *Pool) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := p.Status(ctx)
+	return fmt.Sprintf("%+v %v", st, err)
 }

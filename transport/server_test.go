@@ -30,7 +30,7 @@ type testServer struct {
 
 func newTestServer(t *testing.T, maxSandboxes int, tweak ...func(*Config)) *testServer {
 	t.Helper()
-	return startTestServer(t, pool.Config{MaxSandboxes: maxSandboxes}, tweak...)
+	return startTestServer(t, pool.Config{Limits: pool.Limits{MaxSandboxes: maxSandboxes}}, tweak...)
 }
 
 // startTestServer serves a pool configured by pc on the fake runtime.

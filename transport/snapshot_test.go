@@ -23,7 +23,7 @@ func newSnapshotServer(t *testing.T) (*testServer, *snapshots.Store) {
 	t.Helper()
 	store, err := snapshots.New(snapshots.Config{Dir: filepath.Join(t.TempDir(), "snapshots"), RunscVersion: "test"})
 	require.NoError(t, err)
-	return startTestServer(t, pool.Config{MaxSandboxes: 8, Snapshots: store}), store
+	return startTestServer(t, pool.Config{Limits: pool.Limits{MaxSandboxes: 8}, Snapshots: store}), store
 }
 
 func (c *wsClient) snapshot(name string) {

@@ -144,7 +144,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	sandboxes, err := pool.New(pool.Config{
 		System:          system,
 		Runtime:         runner,
-		MaxSandboxes:    cfg.MaxSandboxes,
+		Limits:          pool.Limits{MaxSandboxes: cfg.MaxSandboxes},
 		Logger:          log,
 		Snapshots:       store,
 		SnapshotTimeout: seconds(cfg.SnapshotTimeout),
