@@ -76,7 +76,8 @@ type Config struct {
 	Settings Settings
 	// Sink is the client attached from the start (may be nil).
 	Sink Sink
-	// Created receives the creation result exactly once (buffered, 1).
+	// Created, when set, receives the creation result exactly once
+	// (buffered, 1).
 	Created chan<- error
 	Logger  zerolog.Logger
 	// CreateTimeout bounds runsc's create (default 60 s).
@@ -356,6 +357,7 @@ func (s *Sandbox) onCreated(ctx actor.Context, msg createDone) {
 	case s.cfg.Warm:
 		s.moveTo(StateReady)
 		s.armHealth()
+		s.reply(nil)
 		s.log.Debug().Msg("warm sandbox ready")
 	default:
 		s.moveTo(StateClaimed)

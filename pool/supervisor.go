@@ -276,14 +276,14 @@ func (s *supervisor) startRefill(ctx actor.Context, wp *warmPool) {
 		}
 		s.adopt(ctx, wp, from.Info)
 	}
-	if _, err := s.spawn(ctx, wp, actors.Settings{Snapshot: wp.cfg.Snapshot}, nil, from, nil); err != nil {
+	if _, err := s.spawn(ctx, wp, actors.Settings{Snapshot: wp.cfg.Snapshot}, nil, from, make(chan error, 1)); err != nil {
 		closeSnapshot(from)
 		s.refillFailed(ctx, wp, err)
 	}
 }
 
 // spawn starts a sandbox actor: a warm one for wp, or a client's (wp nil).
-func (s *supervisor) spawn(ctx actor.Context, wp *warmPool, settings actors.Settings, sink actors.Sink, from *snapshots.Snapshot, created chan<- error) (*child, error) {
+func (s *supervisor) spawn(ctx actor.Context, wp *warmPool, settings actors.Settings, sink actors.Sink, from *snapshots.Snapshot, created chan error) (*child, error) {
 	cfg := s.pool.cfg
 	id := actors.NewID()
 	sb := actors.New(actors.Config{
@@ -311,6 +311,9 @@ func (s *supervisor) spawn(ctx actor.Context, wp *warmPool, settings actors.Sett
 		ref:     &actors.Ref{ID: id, Token: sb.Token(), PID: pid, Root: ctx.ActorSystem().Root},
 		pool:    wp,
 		started: time.Now(),
+	}
+	if wp != nil {
+		c.created = created
 	}
 	if from != nil {
 		c.snapshot, c.version = from.Info.Name, from.Info.File
@@ -429,9 +432,20 @@ func (s *supervisor) onTerminated(ctx actor.Context, pid *actor.PID) {
 	s.pool.live.Store(int64(len(s.children)))
 	switch c.state {
 	case childCreating:
+		// A failed create stops the actor, and its Terminated (a system
+		// message) can overtake its Created: the result is also in the
+		// channel the actor answered on.
 		s.creating--
-		if c.pool != nil {
-			c.pool.creating--
+		if wp := c.pool; wp != nil {
+			wp.creating--
+			err := errors.New("sandbox actor ended while creating")
+			select {
+			case err = <-c.created:
+			default:
+			}
+			if err != nil {
+				s.refillFailed(ctx, wp, err)
+			}
 		}
 	case childReady:
 		c.pool.drop(c)

@@ -30,6 +30,8 @@ type child struct {
 	// snapshot and version name what it started from (Info.Name and
 	// Info.File; "" for the base rootfs).
 	snapshot, version string
+	// created holds a warm sandbox's creation result (see onTerminated).
+	created chan error
 	// expired: older than max_age, replaced as soon as a refill is ready.
 	expired bool
 	// started is when its creation began; ready when it joined the pool.
