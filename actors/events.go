@@ -60,6 +60,9 @@ type Event struct {
 	Reason    string
 	SandboxID string
 	Token     string
+	// Pool is "hit" or "miss" on the RUNNING of a create (an additive key:
+	// whether a warm sandbox served it).
+	Pool string
 	// CloseCode, when set, asks the transport to close the connection with
 	// it after sending this event.
 	CloseCode int

@@ -171,12 +171,13 @@ type wireEvent struct {
 	SandboxToken string `json:"sandbox_token,omitempty"`
 	ExitCode     *int   `json:"exit_code,omitempty"`
 	Reason       string `json:"reason,omitempty"`
+	Pool         string `json:"pool,omitempty"`
 }
 
 func encodeEvent(ev actors.Event) ([]byte, error) {
 	return json.Marshal(wireEvent{
 		Event: ev.Kind, Status: ev.Status, Message: ev.Message, Data: ev.Data,
-		SandboxID: ev.SandboxID, SandboxToken: ev.Token, ExitCode: ev.ExitCode, Reason: ev.Reason,
+		SandboxID: ev.SandboxID, SandboxToken: ev.Token, ExitCode: ev.ExitCode, Reason: ev.Reason, Pool: ev.Pool,
 	})
 }
 

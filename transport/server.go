@@ -19,6 +19,7 @@ import (
 type Creator interface {
 	Create(ctx context.Context, settings actors.Settings, sink actors.Sink) (*actors.Ref, error)
 	Live() int
+	Status(ctx context.Context) (pool.Status, error)
 }
 
 // Config configures the transport.
@@ -38,6 +39,9 @@ type Config struct {
 	InitTimeout time.Duration
 	// MaxExecuteBody bounds POST /execute bodies (default 1 MiB).
 	MaxExecuteBody int64
+	// Metrics serves GET /metrics (Prometheus text format); nil serves
+	// none.
+	Metrics http.Handler
 }
 
 // Server serves the protocol over HTTP and WebSocket.
@@ -84,6 +88,10 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /status", s.handleStatus)
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("POST /execute", s.handleExecute)
+	s.mux.HandleFunc("GET /pools", s.handlePools)
+	if cfg.Metrics != nil {
+		s.mux.Handle("GET /metrics", cfg.Metrics)
+	}
 	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"message": "Server is running"})
 	})
@@ -99,6 +107,18 @@ func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "sandboxes": s.cfg.Pool.Live()})
+}
+
+// handlePools reports every warm pool (pool.Status as JSON).
+func (s *Server) handlePools(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	st, err := s.cfg.Pool.Status(ctx)
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -158,8 +178,12 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	c.ref = ref
 	c.log = s.log.With().Str("sandbox_id", ref.ID).Logger()
 	c.queue.Send(actors.Event{Kind: actors.EventSandboxID, SandboxID: ref.ID, Token: ref.Token})
-	c.queue.Send(actors.Event{Kind: actors.EventStatus, Status: actors.StatusRunning})
-	c.log.Info().Dur("idle_timeout", init.IdleTimeout).Str("snapshot", init.SnapshotName).Msg("sandbox created")
+	source := "miss"
+	if ref.Warm {
+		source = "hit"
+	}
+	c.queue.Send(actors.Event{Kind: actors.EventStatus, Status: actors.StatusRunning, Pool: source})
+	c.log.Info().Dur("idle_timeout", init.IdleTimeout).Str("snapshot", init.SnapshotName).Str("pool", source).Msg("sandbox created")
 	c.serve()
 }
 
