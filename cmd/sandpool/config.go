@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sandpool/sandpool/pool"
 )
 
 // Config is every setting of the server. Values come from defaults, then
@@ -31,8 +34,17 @@ type Config struct {
 	RootfsPath string `yaml:"rootfs_path"`
 	// Platform is runsc's --platform.
 	Platform string `yaml:"platform"`
-	// MaxSandboxes caps live sandboxes (creating ones included).
+	// MaxSandboxes caps live sandboxes (warm and creating ones included).
 	MaxSandboxes int `yaml:"max_sandboxes"`
+	// CreateConcurrency caps sandbox creations in flight (refills and
+	// clients' creates together).
+	CreateConcurrency int `yaml:"create_concurrency"`
+	// AutoWarm gives every snapshot created on the server a pool of this
+	// many warm sandboxes; 0 = off.
+	AutoWarm int `yaml:"auto_warm"`
+	// Pools are the warm pools. SIGHUP re-reads them (and the two keys
+	// above) without a restart.
+	Pools []PoolConfig `yaml:"pools"`
 	// IdleTimeout (seconds) applies when a client sends no idle_timeout.
 	IdleTimeout float64 `yaml:"idle_timeout"`
 	// MaxMessageBytes is the largest client frame the server reads.
@@ -50,18 +62,40 @@ type Config struct {
 	SnapshotTimeout float64 `yaml:"snapshot_timeout"`
 }
 
+// PoolConfig is one warm pool in the config file.
+type PoolConfig struct {
+	// Snapshot is the filesystem snapshot; empty or absent = base rootfs.
+	Snapshot string `yaml:"snapshot"`
+	// Warm is how many ready sandboxes to keep.
+	Warm int `yaml:"warm"`
+	// Max caps the pool's live sandboxes (ready and in use); 0 = none.
+	Max int `yaml:"max"`
+	// MaxAge (seconds) recycles older ready sandboxes; 0 = never.
+	MaxAge float64 `yaml:"max_age"`
+}
+
+// limits are the pool settings of the config.
+func (c Config) limits() pool.Limits {
+	l := pool.Limits{MaxSandboxes: c.MaxSandboxes, CreateConcurrency: c.CreateConcurrency, AutoWarm: c.AutoWarm}
+	for _, p := range c.Pools {
+		l.Pools = append(l.Pools, pool.PoolConfig{Snapshot: p.Snapshot, Warm: p.Warm, Max: p.Max, MaxAge: seconds(p.MaxAge)})
+	}
+	return l
+}
+
 func defaultConfig() Config {
 	return Config{
-		Listen:          "127.0.0.1:8080",
-		StateDir:        "/var/lib/sandpool",
-		Platform:        "systrap",
-		MaxSandboxes:    100,
-		IdleTimeout:     300,
-		MaxMessageBytes: 8 << 20,
-		ShutdownTimeout: 30,
-		LogLevel:        "info",
-		LogFormat:       "auto",
-		SnapshotTimeout: 600,
+		Listen:            "127.0.0.1:8080",
+		StateDir:          "/var/lib/sandpool",
+		Platform:          "systrap",
+		MaxSandboxes:      100,
+		CreateConcurrency: 2,
+		IdleTimeout:       300,
+		MaxMessageBytes:   8 << 20,
+		ShutdownTimeout:   30,
+		LogLevel:          "info",
+		LogFormat:         "auto",
+		SnapshotTimeout:   600,
 	}
 }
 
@@ -77,7 +111,8 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&flagValues.RunscPath, "runsc", "", "runsc binary (default bin/runsc, then PATH)")
 	fs.StringVar(&flagValues.RootfsPath, "rootfs", "", "root filesystem directory (default build/rootfs)")
 	fs.StringVar(&flagValues.Platform, "platform", "", "runsc platform (default systrap)")
-	fs.IntVar(&flagValues.MaxSandboxes, "max-sandboxes", 0, "maximum live sandboxes (default 100)")
+	fs.IntVar(&flagValues.MaxSandboxes, "max-sandboxes", 0, "maximum live sandboxes, warm ones included (default 100)")
+	fs.IntVar(&flagValues.CreateConcurrency, "create-concurrency", 0, "maximum sandbox creations in flight (default 2)")
 	idle := fs.String("idle-timeout", "", "default idle timeout in seconds, 0 = never (default 300)")
 	fs.StringVar(&flagValues.LogLevel, "log-level", "", "debug, info, warn or error")
 	fs.StringVar(&flagValues.LogFormat, "log-format", "", "auto, json or console")
@@ -147,12 +182,17 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 			*dst = v
 		}
 	}
-	if v := getenv("SANDPOOL_MAX_SANDBOXES"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("SANDPOOL_MAX_SANDBOXES: %q is not an integer", v)
+	for key, dst := range map[string]*int{
+		"SANDPOOL_MAX_SANDBOXES":      &c.MaxSandboxes,
+		"SANDPOOL_CREATE_CONCURRENCY": &c.CreateConcurrency,
+	} {
+		if v := getenv(key); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%s: %q is not an integer", key, v)
+			}
+			*dst = n
 		}
-		c.MaxSandboxes = n
 	}
 	if v := getenv("SANDPOOL_IDLE_TIMEOUT"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
@@ -180,6 +220,9 @@ func (c *Config) override(f Config, set map[string]bool) {
 	}
 	if set["max-sandboxes"] {
 		c.MaxSandboxes = f.MaxSandboxes
+	}
+	if set["create-concurrency"] {
+		c.CreateConcurrency = f.CreateConcurrency
 	}
 }
 
@@ -223,8 +266,13 @@ func (c *Config) validate() error {
 	} else if st, err := os.Stat(filepath.Join(c.RootfsPath, "bin", "sh")); err != nil || st.IsDir() {
 		errs = append(errs, fmt.Errorf("rootfs %s has no /bin/sh: run `make rootfs` or set rootfs_path / --rootfs", c.RootfsPath))
 	}
-	if c.MaxSandboxes <= 0 {
-		errs = append(errs, fmt.Errorf("max_sandboxes must be positive, got %d", c.MaxSandboxes))
+	for _, p := range c.Pools {
+		if math.IsNaN(p.MaxAge) || math.IsInf(p.MaxAge, 0) {
+			errs = append(errs, fmt.Errorf("pool %q: max_age must be a number of seconds", p.Snapshot))
+		}
+	}
+	if err := c.limits().Validate(c.FilesystemSnapshotPath != ""); err != nil {
+		errs = append(errs, err)
 	}
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("idle_timeout must be >= 0 seconds, got %v", c.IdleTimeout))

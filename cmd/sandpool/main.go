@@ -19,6 +19,9 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/mattn/go-isatty"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
@@ -67,7 +70,11 @@ func run(args []string, getenv func(string) string, stderr io.Writer) error {
 		// A vanished log reader must not kill the server before it has
 		// deleted its sandboxes: writes then fail with EPIPE instead.
 		signal.Ignore(syscall.SIGPIPE)
-		return serve(ctx, cfg, newLogger(cfg, stderr))
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		reloadConfig := func() (Config, error) { return loadConfig(args, getenv) }
+		return serve(ctx, cfg, newLogger(cfg, stderr), hup, reloadConfig)
 	case "snapshots":
 		return snapshotsCommand(args, getenv, os.Stdout, stderr)
 	default:
@@ -97,8 +104,9 @@ func newLogger(cfg Config, w io.Writer) zerolog.Logger {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }
 
-// serve runs the server until ctx ends, then deletes every sandbox.
-func serve(ctx context.Context, cfg Config, log zerolog.Logger) error {
+// serve runs the server until ctx ends, then deletes every sandbox. Each
+// signal on reloads re-reads the config with reloadConfig.
+func serve(ctx context.Context, cfg Config, log zerolog.Logger, reloads <-chan os.Signal, reloadConfig func() (Config, error)) error {
 	binary, err := runsc.FindBinary(cfg.RunscPath)
 	if err != nil {
 		return err
@@ -141,13 +149,16 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(log.With().Str("component", "protoactor").Logger()))
 	}))
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sandboxes, err := pool.New(pool.Config{
 		System:          system,
 		Runtime:         runner,
-		Limits:          pool.Limits{MaxSandboxes: cfg.MaxSandboxes},
+		Limits:          cfg.limits(),
 		Logger:          log,
 		Snapshots:       store,
 		SnapshotTimeout: seconds(cfg.SnapshotTimeout),
+		Registerer:      registry,
 	})
 	if err != nil {
 		return err
@@ -157,6 +168,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		Logger:             log,
 		DefaultIdleTimeout: seconds(cfg.IdleTimeout),
 		MaxMessageBytes:    cfg.MaxMessageBytes,
+		Metrics:            promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}),
 	})
 	if err != nil {
 		return err
@@ -169,7 +181,11 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(ln) }()
 	log.Info().Str("addr", ln.Addr().String()).Str("runsc", binary).Str("rootfs", cfg.RootfsPath).
-		Str("state_dir", cfg.StateDir).Str("filesystem_snapshot_path", cfg.FilesystemSnapshotPath).Msg("listening")
+		Str("state_dir", cfg.StateDir).Str("filesystem_snapshot_path", cfg.FilesystemSnapshotPath).
+		Int("pools", len(cfg.Pools)).Msg("listening")
+	reloadCtx, stopReloads := context.WithCancel(ctx)
+	defer stopReloads()
+	go reloadOnSignal(reloadCtx, reloads, cfg, reloadConfig, sandboxes, log)
 
 	select {
 	case <-ctx.Done():
