@@ -56,6 +56,8 @@ type event struct {
 	Data         string `json:"data"`
 	ExitCode     *int   `json:"exit_code"`
 	Reason       string `json:"reason"`
+	// Pool is "hit" or "miss" on the RUNNING of a create.
+	Pool string `json:"pool"`
 
 	raw []byte
 }
@@ -231,6 +233,8 @@ func (c *client) expectClose(t testing.TB, code int) {
 type created struct {
 	ID    string
 	Token string
+	// Warm: RUNNING said "pool":"hit".
+	Warm bool
 }
 
 // createE sends init on a fresh /create connection and checks the exact
@@ -249,7 +253,13 @@ func (c *client) createE(init any) (created, error) {
 			got = created{ID: ev.SandboxID, Token: ev.SandboxToken}
 			return nil
 		},
-		func(ev event) error { return wantStatus(ev, statusRunning) },
+		func(ev event) error {
+			if ev.Pool != "hit" && ev.Pool != "miss" {
+				return fmt.Errorf(`want "pool":"hit" or "miss" on RUNNING, got %s`, ev)
+			}
+			got.Warm = ev.Pool == "hit"
+			return wantStatus(ev, statusRunning)
+		},
 	}
 	for _, step := range steps {
 		ev, err := c.readE(eventTimeout)
