@@ -8,6 +8,7 @@ RUNSC := $(CURDIR)/bin/runsc
 ROOTFS := $(CURDIR)/build/rootfs
 STATE_DIR ?= $(CURDIR)/var
 SANDPOOL := $(CURDIR)/bin/sandpool
+CONFIG ?= $(CURDIR)/cmd/sandpool/sandpool.yaml
 # Debian's mirror as this machine's own apt sources name it (never hard-coded).
 DEBIAN_MIRROR ?= $(shell awk '/^URIs:/ {print $$2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || awk '/^deb / {print $$2; exit}' /etc/apt/sources.list)
 
@@ -64,9 +65,9 @@ $(ROOTFS)/.sandpool-stdio: runsc/rootfs/sandpool_stdio.py $(ROOTFS)/.sandpool-ro
 deps: runsc rootfs
 
 # Serve on 127.0.0.1:8080 with state and filesystem snapshots under var/
-# (git-ignored).
+# (git-ignored) and the default config (two warm base sandboxes).
 run: deps build
-	$(SANDPOOL) serve --state-dir $(STATE_DIR) --filesystem-snapshot-path $(STATE_DIR)/snapshots $(ARGS)
+	$(SANDPOOL) serve --config $(CONFIG) --state-dir $(STATE_DIR) --filesystem-snapshot-path $(STATE_DIR)/snapshots $(ARGS)
 
 # Unit tests (fake runtime) and integration tests (real runsc and rootfs,
 # which `deps` installs). CI=true turns a missing runsc or rootfs into a

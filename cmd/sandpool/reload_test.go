@@ -120,7 +120,9 @@ func TestConfigPoolErrors(t *testing.T) {
 func TestReloadAppliesPoolsAndKeepsTheOldConfigOnError(t *testing.T) {
 	rootfs := fakeRootfs(t)
 	path := writeConfig(t, "sandpool.yaml", "pools:\n  - warm: 2\n")
-	load := func() (Config, error) { return loadConfig([]string{"--config", path}, envFrom(map[string]string{"SANDPOOL_ROOTFS": rootfs})) }
+	load := func() (Config, error) {
+		return loadConfig([]string{"--config", path}, envFrom(map[string]string{"SANDPOOL_ROOTFS": rootfs}))
+	}
 	running, err := load()
 	require.NoError(t, err)
 	fp := &fakePool{}
@@ -163,4 +165,11 @@ func TestReloadRefusedByThePool(t *testing.T) {
 	got := reload(context.Background(), running, load, &fakePool{err: errors.New("server is shutting down")}, zerolog.New(logs))
 	assert.Equal(t, running, got, "the running config stays")
 	assert.Contains(t, logs.String(), "server is shutting down")
+}
+
+func TestShippedConfigKeepsTwoBaseSandboxesWarm(t *testing.T) {
+	// `make run` serves with this file.
+	cfg, err := loadConfig([]string{"--config", "sandpool.yaml"}, envFrom(map[string]string{"SANDPOOL_ROOTFS": fakeRootfs(t)}))
+	require.NoError(t, err)
+	assert.Equal(t, pool.Limits{MaxSandboxes: 100, CreateConcurrency: 2, Pools: []pool.PoolConfig{{Warm: 2, MaxAge: time.Hour}}}, cfg.limits())
 }
