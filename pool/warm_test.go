@@ -367,13 +367,21 @@ func TestDeadWarmSandboxIsReplaced(t *testing.T) {
 }
 
 func TestOldWarmSandboxesAreRecycled(t *testing.T) {
-	e := newWarmEnv(t, Limits{MaxSandboxes: 10, Pools: []PoolConfig{{Warm: 1, MaxAge: 50 * time.Millisecond}}})
+	// Creates take 30 ms: recycling that deleted first and created after
+	// would leave the pool empty for that long.
+	e := newWarmEnv(t, Limits{MaxSandboxes: 10, Pools: []PoolConfig{{Warm: 1, MaxAge: 100 * time.Millisecond}}},
+		func(c *Config) { c.Runtime.(*runsc.Fake).CreateDelay = 30 * time.Millisecond })
 	e.waitWarm(t, baseLabel, 1)
 	first := e.rt.Live()[0]
+	emptied := false
 	require.Eventually(t, func() bool {
+		if e.pool(t, baseLabel).Warm == 0 {
+			emptied = true
+		}
 		live := e.rt.Live()
 		return len(live) == 1 && live[0] != first
-	}, 5*time.Second, 5*time.Millisecond, "the old one is replaced")
+	}, 5*time.Second, time.Millisecond, "the old one is replaced")
+	assert.False(t, emptied, "the replacement is ready before the old one goes")
 }
 
 func TestCapacityCountsWarmSandboxes(t *testing.T) {
