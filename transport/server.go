@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -201,7 +202,8 @@ func creationMessage(err error, snapshot string) string {
 	var corrupt *snapshots.CorruptError
 	switch {
 	case errors.Is(err, pool.ErrNoCapacity):
-		return "Sandbox capacity reached: " + err.Error()
+		// err reads "sandbox capacity reached: the server runs ...".
+		return strings.ToUpper(err.Error()[:1]) + err.Error()[1:]
 	case errors.Is(err, pool.ErrShuttingDown):
 		return "The server is shutting down."
 	case errors.Is(err, pool.ErrSnapshotsDisabled):

@@ -200,7 +200,7 @@ func TestCapacity(t *testing.T) {
 	second := s.dial(t, "/create")
 	second.send(map[string]any{})
 	second.expectStatus(actors.StatusCreating)
-	second.expectError(actors.StatusCreationError, "capacity")
+	second.expectError(actors.StatusCreationError, "Sandbox capacity reached: the server runs its maximum of 1 sandboxes; try again later")
 	second.expectClose(actors.CloseError)
 }
 
