@@ -244,7 +244,7 @@ func TestSnapshotPoolServesTheNewestVersion(t *testing.T) {
 	src.run(t, "bash", "echo v1 > /root/version")
 	src.snapshot(t, "app")
 	s.waitWarm(t, "app", 1)
-	c, sb := createSandbox(t, s, map[string]any{"idle_timeout": 60, "filesystem_snapshot_name": "app"})
+	c, sb := createSandbox(t, s, fromSnapshot("app"))
 	assert.True(t, sb.Warm)
 	assert.Equal(t, "v1\n", c.run(t, "bash", "cat /root/version").Stdout)
 	c.killSandbox(t)
@@ -254,12 +254,12 @@ func TestSnapshotPoolServesTheNewestVersion(t *testing.T) {
 	src.run(t, "bash", "echo v2 > /root/version")
 	src.snapshot(t, "app")
 	for range 3 { // whether warm or cold, every claim from now on sees v2
-		c, _ := createSandbox(t, s, map[string]any{"idle_timeout": 60, "filesystem_snapshot_name": "app"})
+		c, _ := createSandbox(t, s, fromSnapshot("app"))
 		assert.Equal(t, "v2\n", c.run(t, "bash", "cat /root/version").Stdout)
 		c.killSandbox(t)
 	}
 	s.waitWarm(t, "app", 1)
-	c, sb = createSandbox(t, s, map[string]any{"idle_timeout": 60, "filesystem_snapshot_name": "app"})
+	c, sb = createSandbox(t, s, fromSnapshot("app"))
 	assert.True(t, sb.Warm)
 	assert.Equal(t, "v2\n", c.run(t, "bash", "cat /root/version").Stdout)
 }

@@ -111,10 +111,8 @@ func BenchmarkSnapshot(b *testing.B) {
 			interleaveSamples(i, ours, theirs)
 
 			ours = func() {
-				msg := sandboxInit(60)
-				msg["filesystem_snapshot_name"] = sd.snapName
 				begin := time.Now()
-				c, _ := createSandbox(b, s, msg)
+				c, _ := createSandbox(b, s, fromSnapshot(sd.snapName))
 				sd.restore = append(sd.restore, time.Since(begin))
 				if verify {
 					res := c.run(b, "bash", "stat -c %s /root/data")

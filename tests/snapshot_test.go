@@ -96,6 +96,12 @@ func snapshotMeta(t testing.TB, dir, name string) map[string]any {
 	return meta
 }
 
+// snapshotTar is the path of a snapshot's current tar.
+func snapshotTar(t testing.TB, dir, name string) string {
+	t.Helper()
+	return filepath.Join(dir, snapshotMeta(t, dir, name)["file"].(string))
+}
+
 // buildTree changes the base rootfs in every way a snapshot must keep.
 const buildTree = `set -e
 echo in-tmp > /tmp/in-tmp.txt
@@ -396,11 +402,11 @@ func TestCreateFromMissingOrCorruptSnapshot(t *testing.T) {
 	src.killSandbox(t)
 
 	// Same size, garbage content: only runsc can tell.
-	garbled := filepath.Join(dir, snapshotMeta(t, dir, "garbled")["file"].(string))
+	garbled := snapshotTar(t, dir, "garbled")
 	st, err := os.Stat(garbled)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(garbled, []byte(strings.Repeat("not a tar ", int(st.Size())/10+1)[:st.Size()]), 0o600))
-	truncated := filepath.Join(dir, snapshotMeta(t, dir, "truncated")["file"].(string))
+	truncated := snapshotTar(t, dir, "truncated")
 	require.NoError(t, os.Truncate(truncated, 100))
 	before := dirFiles(t, dir)
 

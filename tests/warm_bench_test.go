@@ -2,7 +2,6 @@ package tests
 
 import (
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -35,7 +34,7 @@ func BenchmarkWarmClaim(b *testing.B) {
 	src.killSandbox(b)
 	snapBundle := raw.writeBundle(b, "warm-restore", runsc.SpecConfig{
 		Rootfs:      rootfsDir,
-		Annotations: map[string]string{runsc.RootfsTarAnnotation: filepath.Join(snapDir, snapshotMeta(b, snapDir, snapName)["file"].(string))},
+		Annotations: map[string]string{runsc.RootfsTarAnnotation: snapshotTar(b, snapDir, snapName)},
 	})
 
 	type side struct {
@@ -46,11 +45,9 @@ func BenchmarkWarmClaim(b *testing.B) {
 		rawFlags              []string
 		warm, cold, rawCreate []time.Duration
 	}
-	snapInit := sandboxInit(60)
-	snapInit["filesystem_snapshot_name"] = snapName
 	sides := []*side{
 		{name: "base", pool: "@base", init: sandboxInit(60), rawBundle: raw.bundle},
-		{name: "snapshot-50MiB", pool: snapName, init: snapInit, rawBundle: snapBundle, rawFlags: []string{"--allow-rootfs-tar-annotation"}},
+		{name: "snapshot-50MiB", pool: snapName, init: fromSnapshot(snapName), rawBundle: snapBundle, rawFlags: []string{"--allow-rootfs-tar-annotation"}},
 	}
 
 	b.ResetTimer()
