@@ -59,12 +59,11 @@ type (
 
 // Reports from a sandbox actor to its parent.
 type (
-	// Created says runsc's create finished (Err nil) or failed. Every
-	// actor sends it at most once; one stopped while warming may not.
-	Created struct {
-		PID *actor.PID
-		Err error
-	}
+	// Created says runsc's create finished; the result is already on
+	// Config.Created. The actor's Terminated can overtake this message
+	// (system messages go first), so a parent that needs the result when
+	// a creating child terminates reads it from that channel too.
+	Created struct{ PID *actor.PID }
 	// Died says a ready sandbox's processes are gone; it answers claims
 	// with ErrNotReady and waits for the Retire that destroys it.
 	Died struct {

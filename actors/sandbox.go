@@ -77,7 +77,7 @@ type Config struct {
 	// Sink is the client attached from the start (may be nil).
 	Sink Sink
 	// Created, when set, receives the creation result exactly once
-	// (buffered, 1).
+	// (buffered, 1), before the Created message goes to the parent.
 	Created chan<- error
 	Logger  zerolog.Logger
 	// CreateTimeout bounds runsc's create (default 60 s).
@@ -335,7 +335,9 @@ func (s *Sandbox) startCreate() {
 
 func (s *Sandbox) onCreated(ctx actor.Context, msg createDone) {
 	s.cancelCreate = nil
-	s.tellParent(ctx, Created{PID: s.self, Err: msg.err})
+	// Every branch puts the result on cfg.Created first, where the parent
+	// reads it.
+	defer s.tellParent(ctx, Created{PID: s.self})
 	switch {
 	case msg.err != nil:
 		// Runtime.Create leaves nothing behind when it fails (cancelled

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -82,9 +83,14 @@ func TestCreateFailureIsReportedAndCleaned(t *testing.T) {
 	rt := runsc.NewFake()
 	rt.CreateErr = func(string) error { return errors.New("no luck") }
 	p := newPool(t, rt, 1)
-	_, err := p.Create(context.Background(), actors.Settings{}, nopSink{})
-	require.ErrorContains(t, err, "no luck")
-	require.Eventually(t, func() bool { return p.Live() == 0 }, 2*time.Second, 5*time.Millisecond)
+	for range 20 {
+		_, err := p.Create(context.Background(), actors.Settings{}, nopSink{})
+		require.ErrorContains(t, err, "no luck")
+		require.Eventually(t, func() bool { return p.Live() == 0 }, 2*time.Second, time.Millisecond)
+	}
+	// Each failure is counted once, also when the actor's Terminated
+	// overtook its Created.
+	assert.Equal(t, 20.0, testutil.ToFloat64(p.metrics.createFailures.WithLabelValues(noPoolLabel)))
 	require.NoError(t, p.Shutdown(context.Background()))
 }
 

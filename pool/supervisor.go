@@ -36,6 +36,10 @@ type (
 	wake struct{}
 )
 
+// errEndedWhileCreating is the result of a child that ended before its
+// creation settled.
+var errEndedWhileCreating = errors.New("sandbox actor ended while creating")
+
 type createResult struct {
 	ref *actors.Ref
 	// created gets the sandbox's answer: nil once it runs (or, for a warm
@@ -257,13 +261,13 @@ func (s *supervisor) startCold(ctx actor.Context, req createRequest) {
 		s.refuse(req, err) // the client left while waiting
 		return
 	}
-	created := make(chan error, 1)
-	c, err := s.spawn(ctx, nil, req.settings, req.sink, req.from, created)
+	c, err := s.spawn(ctx, nil, req.settings, req.sink, req.from)
 	if err != nil {
 		s.refuse(req, err)
 		return
 	}
-	req.reply <- createResult{ref: c.ref, created: created, label: s.labelFor(req.settings.Snapshot)}
+	c.client = make(chan error, 1)
+	req.reply <- createResult{ref: c.ref, created: c.client, label: s.labelFor(req.settings.Snapshot)}
 }
 
 func (s *supervisor) startRefill(ctx actor.Context, wp *warmPool) {
@@ -276,23 +280,24 @@ func (s *supervisor) startRefill(ctx actor.Context, wp *warmPool) {
 		}
 		s.adopt(ctx, wp, from.Info)
 	}
-	if _, err := s.spawn(ctx, wp, actors.Settings{Snapshot: wp.cfg.Snapshot}, nil, from, make(chan error, 1)); err != nil {
+	if _, err := s.spawn(ctx, wp, actors.Settings{Snapshot: wp.cfg.Snapshot}, nil, from); err != nil {
 		closeSnapshot(from)
 		s.refillFailed(ctx, wp, err)
 	}
 }
 
 // spawn starts a sandbox actor: a warm one for wp, or a client's (wp nil).
-func (s *supervisor) spawn(ctx actor.Context, wp *warmPool, settings actors.Settings, sink actors.Sink, from *snapshots.Snapshot, created chan error) (*child, error) {
+func (s *supervisor) spawn(ctx actor.Context, wp *warmPool, settings actors.Settings, sink actors.Sink, from *snapshots.Snapshot) (*child, error) {
 	cfg := s.pool.cfg
 	id := actors.NewID()
+	result := make(chan error, 1)
 	sb := actors.New(actors.Config{
 		ID:              id,
 		Token:           actors.NewToken(),
 		Runtime:         cfg.Runtime,
 		Settings:        settings,
 		Sink:            sink,
-		Created:         created,
+		Created:         result,
 		Logger:          cfg.Logger,
 		CreateTimeout:   cfg.CreateTimeout,
 		Snapshots:       cfg.Snapshots,
@@ -311,9 +316,7 @@ func (s *supervisor) spawn(ctx actor.Context, wp *warmPool, settings actors.Sett
 		ref:     &actors.Ref{ID: id, Token: sb.Token(), PID: pid, Root: ctx.ActorSystem().Root},
 		pool:    wp,
 		started: time.Now(),
-	}
-	if wp != nil {
-		c.created = created
+		result:  result,
 	}
 	if from != nil {
 		c.snapshot, c.version = from.Info.Name, from.Info.File
@@ -336,13 +339,19 @@ func (s *supervisor) refillFailed(ctx actor.Context, wp *warmPool, err error) {
 	s.armWake(ctx)
 }
 
-// onCreated frees the creation slot; a warm sandbox joins its pool unless
-// the pool no longer wants it.
+// onCreated takes the result the actor left on its channel.
 func (s *supervisor) onCreated(ctx actor.Context, msg actors.Created) {
-	c := s.children[msg.PID.Id]
-	if c == nil || c.state != childCreating {
-		return
+	if c := s.children[msg.PID.Id]; c != nil && c.state == childCreating {
+		s.createFinished(ctx, c, c.outcome())
+		s.schedule(ctx)
 	}
+}
+
+// createFinished frees the creation slot and settles the child: a client's
+// sandbox goes to its client, a warm one joins its pool unless the pool no
+// longer wants it. It runs once per child, from onCreated or, when the
+// child's Terminated overtook its Created, from onTerminated.
+func (s *supervisor) createFinished(ctx actor.Context, c *child, err error) {
 	s.creating--
 	wp := c.pool
 	kind := "cold"
@@ -354,37 +363,47 @@ func (s *supervisor) onCreated(ctx actor.Context, msg actors.Created) {
 	switch {
 	case wp == nil:
 		c.state = childClaimed
-		if msg.Err != nil && !errors.Is(msg.Err, actors.ErrShuttingDown) {
+		if err != nil && !errors.Is(err, actors.ErrShuttingDown) {
 			s.pool.metrics.createFailures.WithLabelValues(s.labelFor(c.snapshot)).Inc()
 		}
-	case msg.Err != nil:
+		c.client <- err
+	case err != nil:
 		c.state = childRetiring // the actor ends itself
 		s.retiring++
-		s.refillFailed(ctx, wp, msg.Err)
+		s.refillFailed(ctx, wp, err)
 	default:
 		wp.succeeded()
 		c.state = childReady
 		c.ready = time.Now()
-		switch {
-		case s.handToQueued(ctx, c):
-		case wp.removed:
-			s.retire(ctx, c, "pool removed")
-		case wp.cfg.Snapshot != "" && c.version != wp.version:
-			s.retire(ctx, c, "snapshot was replaced")
-		case len(wp.ready) < wp.cfg.Warm:
-			wp.ready = append(wp.ready, c)
-		case slices.ContainsFunc(wp.ready, func(r *child) bool { return r.expired }):
-			// Make before break: an expired sandbox goes once its
-			// replacement is ready.
-			old := wp.ready[slices.IndexFunc(wp.ready, func(r *child) bool { return r.expired })]
-			wp.drop(old)
-			s.retire(ctx, old, "max_age")
-			wp.ready = append(wp.ready, c)
-		default:
-			s.retire(ctx, c, "pool is full")
-		}
+		s.place(ctx, c)
 	}
-	s.schedule(ctx)
+}
+
+// place puts a fresh warm sandbox where it is wanted most: a waiting
+// client, else its pool, in place of an expired one if the pool is full.
+func (s *supervisor) place(ctx actor.Context, c *child) {
+	wp := c.pool
+	switch {
+	case s.handToQueued(ctx, c):
+	case wp.removed:
+		s.retire(ctx, c, "pool removed")
+	case wp.cfg.Snapshot != "" && c.version != wp.version:
+		s.retire(ctx, c, "snapshot was replaced")
+	case len(wp.ready) < wp.cfg.Warm:
+		wp.ready = append(wp.ready, c)
+	default:
+		// Make before break: an expired sandbox goes once its
+		// replacement is ready.
+		i := slices.IndexFunc(wp.ready, func(r *child) bool { return r.expired })
+		if i < 0 {
+			s.retire(ctx, c, "pool is full")
+			return
+		}
+		old := wp.ready[i]
+		wp.drop(old)
+		s.retire(ctx, old, "max_age")
+		wp.ready = append(wp.ready, c)
+	}
 }
 
 // handToQueued gives a fresh warm sandbox to a client already waiting for
@@ -430,23 +449,16 @@ func (s *supervisor) onTerminated(ctx actor.Context, pid *actor.PID) {
 	}
 	delete(s.children, pid.Id)
 	s.pool.live.Store(int64(len(s.children)))
-	switch c.state {
-	case childCreating:
-		// A failed create stops the actor, and its Terminated (a system
-		// message) can overtake its Created: the result is also in the
-		// channel the actor answered on.
-		s.creating--
-		if wp := c.pool; wp != nil {
-			wp.creating--
-			err := errors.New("sandbox actor ended while creating")
-			select {
-			case err = <-c.created:
-			default:
-			}
-			if err != nil {
-				s.refillFailed(ctx, wp, err)
-			}
+	if c.state == childCreating {
+		// Its Terminated overtook its Created (system messages go
+		// first). A sandbox that is gone is a failure whatever it said.
+		err := c.outcome()
+		if err == nil {
+			err = errEndedWhileCreating
 		}
+		s.createFinished(ctx, c, err)
+	}
+	switch c.state {
 	case childReady:
 		c.pool.drop(c)
 	case childRetiring:

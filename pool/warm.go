@@ -30,12 +30,24 @@ type child struct {
 	// snapshot and version name what it started from (Info.Name and
 	// Info.File; "" for the base rootfs).
 	snapshot, version string
-	// created holds a warm sandbox's creation result (see onTerminated).
-	created chan error
+	// result is where the actor puts its creation result (buffered, 1);
+	// client, for a client's create, is where the supervisor passes it on.
+	result, client chan error
 	// expired: older than max_age, replaced as soon as a refill is ready.
 	expired bool
 	// started is when its creation began; ready when it joined the pool.
 	started, ready time.Time
+}
+
+// outcome is the creation result the actor left, errEndedWhileCreating if
+// it left none.
+func (c *child) outcome() error {
+	select {
+	case err := <-c.result:
+		return err
+	default:
+		return errEndedWhileCreating
+	}
 }
 
 // warmPool keeps cfg.Warm sandboxes of one snapshot ready.
