@@ -117,9 +117,8 @@ func TestRetireDestroysOnlyAReadySandbox(t *testing.T) {
 func TestDeadWarmSandboxDestroysItself(t *testing.T) {
 	rt := runsc.NewFake()
 	h := startWarm(t, rt, 20*time.Millisecond)
-	// Healthy sandboxes stay.
-	time.Sleep(100 * time.Millisecond) // several health checks pass
-	require.Equal(t, StateReady, h.states.current())
+	// Healthy sandboxes stay through several checks.
+	require.Never(t, func() bool { return h.states.current() != StateReady }, 100*time.Millisecond, 5*time.Millisecond)
 
 	rt.Crash(h.ref.ID)
 	require.Eventually(t, func() bool { return h.states.current() == StateStopped }, 5*time.Second, time.Millisecond)

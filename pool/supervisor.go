@@ -571,8 +571,9 @@ func (s *supervisor) startTicker(ctx actor.Context) {
 // --- configuration ---
 
 // configure installs limits: pools keep their state when they stay, new
-// ones start empty, dropped ones are marked removed. auto_warm pools
-// follow the new auto_warm size.
+// ones start empty, dropped ones are marked removed. auto_warm pools stay
+// (at the new auto_warm size) unless the config now names them or
+// auto_warm is 0.
 func (s *supervisor) configure(l Limits) {
 	s.limits = l
 	wanted := map[string]PoolConfig{}
@@ -580,16 +581,15 @@ func (s *supervisor) configure(l Limits) {
 		wanted[pc.Snapshot] = pc
 	}
 	for name, wp := range s.pools {
-		if wp.auto && l.AutoWarm > 0 {
-			if _, ok := wanted[name]; !ok {
-				wanted[name] = PoolConfig{Snapshot: name, Warm: l.AutoWarm}
-			}
+		if _, configured := wanted[name]; configured {
+			wp.auto = false
+		} else if wp.auto && l.AutoWarm > 0 {
+			wanted[name] = PoolConfig{Snapshot: name, Warm: l.AutoWarm}
 		}
 	}
 	for name, wp := range s.pools {
 		if pc, ok := wanted[name]; ok {
 			wp.cfg = pc
-			wp.auto = wp.auto && !slices.ContainsFunc(l.Pools, func(p PoolConfig) bool { return p.Snapshot == name })
 			continue
 		}
 		wp.removed = true

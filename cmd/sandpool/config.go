@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -265,11 +264,6 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("rootfs_path must not be the host's /: it would expose every host file"))
 	} else if st, err := os.Stat(filepath.Join(c.RootfsPath, "bin", "sh")); err != nil || st.IsDir() {
 		errs = append(errs, fmt.Errorf("rootfs %s has no /bin/sh: run `make rootfs` or set rootfs_path / --rootfs", c.RootfsPath))
-	}
-	for _, p := range c.Pools {
-		if math.IsNaN(p.MaxAge) || math.IsInf(p.MaxAge, 0) {
-			errs = append(errs, fmt.Errorf("pool %q: max_age must be a number of seconds", p.Snapshot))
-		}
 	}
 	if err := c.limits().Validate(c.FilesystemSnapshotPath != ""); err != nil {
 		errs = append(errs, err)
