@@ -26,17 +26,20 @@ import (
 // gate makes a fake runtime's creates fail or hang on demand, without
 // writing the fake's fields while sandboxes are being created.
 type gate struct {
-	fail  atomic.Bool
-	block atomic.Bool
+	fail atomic.Bool
+	// block makes creates wait until release is closed (at cleanup).
+	block   atomic.Bool
+	release chan struct{}
 }
 
 func (g *gate) install(rt *runsc.Fake) {
+	g.release = make(chan struct{})
 	rt.CreateErr = func(string) error {
 		if g.fail.Load() {
 			return errors.New("runsc is broken")
 		}
-		for g.block.Load() {
-			time.Sleep(time.Millisecond)
+		if g.block.Load() {
+			<-g.release
 		}
 		return nil
 	}
@@ -70,7 +73,7 @@ func newWarmEnv(t *testing.T, limits Limits, tweak ...func(*Config)) *warmEnv {
 	e.p, err = New(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		e.gate.block.Store(false)
+		close(e.gate.release)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		assert.NoError(t, e.p.Shutdown(ctx))
