@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,12 @@ type Fake struct {
 	SnapshotDelay time.Duration
 	// SnapshotErr, when set, makes SnapshotFilesystem fail after writing.
 	SnapshotErr error
+	// CheckpointErr, when set, makes Checkpoint fail (the sandbox keeps
+	// running, as when runsc refuses).
+	CheckpointErr error
+	// CheckpointDelay makes Checkpoint take this long (cancelled by its
+	// context).
+	CheckpointDelay time.Duration
 	// Handler runs an execution and returns its exit code; nil means
 	// DefaultFakeHandler.
 	Handler func(FakeExec) int
@@ -258,6 +265,76 @@ func (f *Fake) Crash(id string) {
 			p.kill()
 		}
 	}
+}
+
+// FakeImageFile is the file the fake's Checkpoint writes into the image
+// directory; it starts with FakeImagePrefix.
+const (
+	FakeImageFile   = "fake-checkpoint.img"
+	FakeImagePrefix = "fake checkpoint\n"
+)
+
+// fakeSpec is the OCI spec every fake sandbox has.
+var fakeSpec = []byte(`{"ociVersion":"fake"}`)
+
+// Checkpoint writes the sandbox's rootfs content into imageDir and stops
+// it: its processes are killed, Alive fails, it exists until destroyed.
+func (f *Fake) Checkpoint(ctx context.Context, id, imageDir string) ([]byte, error) {
+	f.mu.Lock()
+	f.record("checkpoint %s", id)
+	sb, ok := f.sandboxes[id]
+	var content []byte
+	if ok && !sb.dead {
+		content = append([]byte(FakeImagePrefix), sb.rootfs...)
+	}
+	f.mu.Unlock()
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("checkpoint sandbox %s: %w", id, ErrNotFound)
+	case content == nil:
+		return nil, fmt.Errorf("checkpoint sandbox %s: %w", id, ErrSandboxDead)
+	}
+	if f.CheckpointDelay > 0 {
+		select {
+		case <-time.After(f.CheckpointDelay):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("checkpoint sandbox %s: %w", id, ctx.Err())
+		}
+	}
+	if f.CheckpointErr != nil {
+		return nil, fmt.Errorf("checkpoint sandbox %s: %w", id, f.CheckpointErr)
+	}
+	if err := os.WriteFile(filepath.Join(imageDir, FakeImageFile), content, 0o600); err != nil {
+		return nil, fmt.Errorf("checkpoint sandbox %s: %w", id, err)
+	}
+	f.Crash(id)
+	return append([]byte(nil), fakeSpec...), nil
+}
+
+// Restore brings back a sandbox from a fake image: its rootfs content is
+// the checkpointed one.
+func (f *Fake) Restore(_ context.Context, id, imageDir string, spec []byte) error {
+	f.mu.Lock()
+	f.record("restore %s", id)
+	f.mu.Unlock()
+	if !bytes.Equal(spec, fakeSpec) {
+		return fmt.Errorf("restore sandbox %s: spec %q is not the checkpointed one", id, spec)
+	}
+	data, err := os.ReadFile(filepath.Join(imageDir, FakeImageFile))
+	if err != nil || !bytes.HasPrefix(data, []byte(FakeImagePrefix)) {
+		return fmt.Errorf("restore sandbox %s: %w (%v)", id, ErrBadImage, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.sandboxes[id]; ok {
+		return fmt.Errorf("restore sandbox %s: already exists", id)
+	}
+	rootfs := data[len(FakeImagePrefix):]
+	if len(rootfs) == 0 {
+		rootfs = nil
+	}
+	f.sandboxes[id] = &fakeSandbox{procs: map[*fakeProcess]struct{}{}, rootfs: rootfs}
+	return nil
 }
 
 // DefaultFakeHandler interprets the last argument (the code): "sleep" blocks

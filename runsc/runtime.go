@@ -19,6 +19,9 @@ var (
 	// ErrSandboxDead means the sandbox's runsc-sandbox process is gone
 	// (killed, crashed) although runsc may still list the container.
 	ErrSandboxDead = errors.New("sandbox process is gone")
+	// ErrBadImage means a checkpoint image is missing, incomplete or
+	// unreadable.
+	ErrBadImage = errors.New("checkpoint image cannot be restored")
 )
 
 // RootfsTarError is a Create that failed because runsc could not unpack
@@ -57,6 +60,16 @@ type Runtime interface {
 	// error matching ErrSandboxDead. It is cheap (no runsc call), so a
 	// pool can check its idle sandboxes every few seconds.
 	Alive(ctx context.Context, id string) error
+	// Checkpoint saves the sandbox's memory, processes and files into
+	// imageDir (an existing, empty directory) and stops it; the container
+	// exists until Destroy. It returns the sandbox's OCI spec (its
+	// config.json, byte for byte), which Restore needs.
+	Checkpoint(ctx context.Context, id, imageDir string) (spec []byte, err error)
+	// Restore creates and starts sandbox id from a checkpoint image and
+	// the spec Checkpoint returned: its processes continue where they
+	// were. On failure nothing is left behind; an image that cannot be
+	// restored gives an error matching ErrBadImage.
+	Restore(ctx context.Context, id, imageDir string, spec []byte) error
 }
 
 // CreateOptions are per-sandbox creation settings.
