@@ -64,10 +64,10 @@ $(ROOTFS)/.sandpool-stdio: runsc/rootfs/sandpool_stdio.py $(ROOTFS)/.sandpool-ro
 
 deps: runsc rootfs
 
-# Serve on 127.0.0.1:8080 with state and filesystem snapshots under var/
+# Serve on 127.0.0.1:8080 with state, filesystem snapshots and checkpoints under var/
 # (git-ignored) and the default config (two warm base sandboxes).
 run: deps build
-	$(SANDPOOL) serve --config $(CONFIG) --state-dir $(STATE_DIR) --filesystem-snapshot-path $(STATE_DIR)/snapshots $(ARGS)
+	$(SANDPOOL) serve --config $(CONFIG) --state-dir $(STATE_DIR) --filesystem-snapshot-path $(STATE_DIR)/snapshots --checkpoint-path $(STATE_DIR)/checkpoints $(ARGS)
 
 # Unit tests (fake runtime) and integration tests (real runsc and rootfs,
 # which `deps` installs). CI=true turns a missing runsc or rootfs into a

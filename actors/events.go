@@ -1,5 +1,7 @@
 package actors
 
+import "time"
+
 // Status strings of the wire protocol (protocol.md §5).
 const (
 	StatusCreating         = "SANDBOX_CREATING"
@@ -24,6 +26,13 @@ const (
 	StatusSnapshotCreating = "SANDBOX_FILESYSTEM_SNAPSHOT_CREATING"
 	StatusSnapshotCreated  = "SANDBOX_FILESYSTEM_SNAPSHOT_CREATED"
 	StatusSnapshotError    = "SANDBOX_FILESYSTEM_SNAPSHOT_ERROR"
+	StatusRestoring        = "SANDBOX_RESTORING"
+	StatusRestoreError     = "SANDBOX_RESTORE_ERROR"
+	StatusCheckpointing    = "SANDBOX_CHECKPOINTING"
+	StatusCheckpointed     = "SANDBOX_CHECKPOINTED"
+	StatusCheckpointError  = "SANDBOX_CHECKPOINT_ERROR"
+	StatusExecInProgress   = "SANDBOX_EXECUTION_IN_PROGRESS_ERROR"
+	StatusLockReleaseReq   = "SANDBOX_LOCK_RELEASE_REQUESTED"
 )
 
 // Event kinds (the wire's "event" key).
@@ -60,6 +69,9 @@ type Event struct {
 	Reason    string
 	SandboxID string
 	Token     string
+	// DroppedBytes is how much output of an execution was dropped while
+	// no client was attached (on the RUNNING that resumes it; additive).
+	DroppedBytes int64
 	// Pool is "hit" or "miss" on the RUNNING of a create (an additive key:
 	// whether a warm sandbox served it).
 	Pool string
@@ -70,6 +82,9 @@ type Event struct {
 	Gone bool
 
 	credit *credit
+	// seq is the execution an output, FORCE_KILLED or DONE event belongs
+	// to (0: none), so undelivered ones can be replayed.
+	seq int
 }
 
 // Release returns the event's output bytes to the execution's flow window;
@@ -83,6 +98,21 @@ func (e Event) Release() {
 // Sink receives a sandbox's events for one client. Send must not block.
 type Sink interface {
 	Send(Event)
+}
+
+// Drainer is a Sink that can give back the events it accepted but never
+// delivered (its client dropped); it is asked once, on Detach, after which
+// it takes no more events.
+type Drainer interface {
+	Unsent() []Event
+}
+
+// Prober is a Sink that can check its client is still there. Probe waits up
+// to timeout for a sign of life; a client that gives none is treated as
+// dead and disconnected, and Probe returns once its undelivered events
+// can be taken with Unsent.
+type Prober interface {
+	Probe(timeout time.Duration) bool
 }
 
 func statusEvent(status string) Event { return Event{Kind: EventStatus, Status: status} }

@@ -29,6 +29,9 @@ func (s *Sandbox) onExecute(msg Execute) {
 	case s.state == StateExecuting:
 		s.emit(ErrorEvents(StatusExecError, "An execution is already in progress.")...)
 		return
+	case s.checkpoint != nil:
+		s.emit(ErrorEvents(StatusExecError, checkpointingMessage)...)
+		return
 	case s.state != StateClaimed:
 		s.emit(ErrorEvents(StatusExecError, s.notRunningMessage())...)
 		return
@@ -38,6 +41,7 @@ func (s *Sandbox) onExecute(msg Execute) {
 	s.seq++
 	e := &execution{seq: s.seq, stdin: make(chan []byte, stdinQueue), window: newWindow(s.cfg.OutputWindow)}
 	s.exec = e
+	s.parked = nil // the client moved on from an execution it never resumed
 	spec := runsc.ProcessSpec{Args: argv(msg.Code), Cwd: msg.Cwd}
 	for k, v := range msg.Env {
 		spec.Env = append(spec.Env, k+"="+v)
@@ -85,7 +89,10 @@ func (s *Sandbox) onExecStarted(msg execStarted) {
 	if s.state == StateStopping {
 		return // the process dies with the sandbox; DONE follows
 	}
-	s.emit(statusEvent(StatusExecRunning))
+	if !e.detached && s.sink != nil {
+		// A detached one gets its RUNNING on reconnect.
+		s.emitExec(e, statusEvent(StatusExecRunning))
+	}
 	if e.pendingKill != "" {
 		s.startKill(e, e.pendingKill)
 	}
@@ -139,7 +146,7 @@ func (s *Sandbox) onOutput(msg execOutput) {
 		return
 	}
 	s.touch()
-	s.emit(ev)
+	s.emitExec(s.exec, ev)
 }
 
 func (s *Sandbox) onExecExited(ctx actor.Context, msg execExited) {
@@ -170,10 +177,15 @@ func (s *Sandbox) finishExecution(ctx actor.Context) {
 		reason = ReasonSandboxDeleted
 	}
 	s.endExecution()
-	s.emit(s.doneEvent(code, reason))
+	s.emitExec(e, s.doneEvent(code, reason))
+	if e.detached {
+		s.parked = e // a reconnect still gets its end
+	}
 	if s.state == StateStopping && s.destroyed {
 		s.finish(ctx)
+		return
 	}
+	s.startPendingCheckpoint()
 }
 
 func (s *Sandbox) endExecution() {
@@ -280,9 +292,11 @@ func (s *Sandbox) onKillDone(ctx actor.Context, msg killDone) {
 	if e.reason == ReasonKilled {
 		if msg.err != nil {
 			s.log.Warn().Err(msg.err).Msg("kill process")
-			s.emit(ErrorEvents(StatusForceKillError, "Failed to kill the process: "+msg.err.Error())...)
+			for _, ev := range ErrorEvents(StatusForceKillError, "Failed to kill the process: "+msg.err.Error()) {
+				s.emitExec(e, ev)
+			}
 		} else {
-			s.emit(statusEvent(StatusForceKilled))
+			s.emitExec(e, statusEvent(StatusForceKilled))
 		}
 	}
 	if e.exited != nil {

@@ -2,9 +2,12 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/sandpool/sandpool/pool/checkpoints"
 )
 
 // Idle expiry and the stopping path, which every state can enter.
@@ -32,14 +35,19 @@ func (s *Sandbox) stopIdle() {
 }
 
 func (s *Sandbox) onIdleCheck() {
-	if s.state != StateClaimed || s.snapshot != nil || s.cfg.Settings.IdleTimeout <= 0 {
-		return // a running execution or snapshot is never reaped
+	if s.state != StateClaimed || s.snapshot != nil || s.checkpoint != nil || s.cfg.Settings.IdleTimeout <= 0 {
+		return // a running execution, snapshot or checkpoint is never reaped
 	}
 	if time.Since(s.lastActivity) < s.cfg.Settings.IdleTimeout {
 		s.armIdle()
 		return
 	}
 	s.log.Info().Dur("idle_timeout", s.cfg.Settings.IdleTimeout).Msg("idle timeout")
+	if s.cfg.Settings.IdleAutoCheckpoint && s.checkpointable() {
+		s.emit(statusEvent(StatusCheckpointing))
+		s.startCheckpoint(&checkpointJob{cause: causeCheckpoint, idle: true})
+		return
+	}
 	s.stop(causeIdle)
 }
 
@@ -69,6 +77,19 @@ func (s *Sandbox) stop(cause stopCause) {
 	if s.snapshot != nil {
 		s.snapshot.cancel() // a kill wins over a long snapshot
 	}
+	if job := s.checkpoint; job != nil {
+		if job.reply != nil {
+			job.reply <- ErrNotAttachable
+			job.reply = nil
+		}
+		if job.cancel != nil {
+			// onCheckpointDone destroys once the store is no longer
+			// written: a kill must not race with a checkpoint's commit.
+			job.cancel()
+			return
+		}
+		s.checkpoint = nil
+	}
 	if wasWarming {
 		// The create goroutine returns promptly once cancelled; its
 		// createDone then destroys whatever got created.
@@ -79,6 +100,12 @@ func (s *Sandbox) stop(cause stopCause) {
 }
 
 func (s *Sandbox) destroyInBackground() {
+	// A killed sandbox's checkpoints go with it; a deleted (idle) or
+	// stopped (shutdown) one keeps its latest for a later restore.
+	var store *checkpoints.Store
+	if s.cause == causeClient {
+		store = s.cfg.Checkpoints
+	}
 	go func() {
 		var err error
 		for attempt := 0; attempt < 3; attempt++ {
@@ -89,6 +116,9 @@ func (s *Sandbox) destroyInBackground() {
 				break
 			}
 			time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+		}
+		if store != nil {
+			err = errors.Join(err, store.Remove(s.cfg.ID))
 		}
 		s.send(destroyDone{err: err})
 	}()
@@ -136,6 +166,16 @@ func (s *Sandbox) finish(ctx actor.Context) {
 		s.emit(statusEvent(StatusDeleted), Event{Gone: true})
 	case causeShutdown:
 		s.emit(statusEvent(StatusDeleted), Event{Gone: true, CloseCode: CloseGoingAway})
+	case causeCheckpoint:
+		s.emit(statusEvent(StatusDeleted), statusEvent(StatusCheckpointed), Event{Gone: true, CloseCode: CloseNormal})
+	case causeHandoff:
+		s.emit(statusEvent(StatusCheckpointed), Event{Gone: true, CloseCode: CloseNormal})
+	default:
+		s.emit(Event{Gone: true}) // the client's connection stops sending here
+	}
+	if s.handoff != nil {
+		s.handoff <- nil // the new client's restore may start
+		s.handoff = nil
 	}
 	s.log.Debug().Msg("sandbox deleted")
 	ctx.Stop(s.self)
@@ -155,6 +195,17 @@ func (s *Sandbox) onStopping() {
 	s.reply(ErrShuttingDown)
 	if s.snapshot != nil {
 		s.snapshot.cancel()
+	}
+	if job := s.checkpoint; job != nil {
+		if job.cancel != nil {
+			job.cancel()
+		}
+		if job.reply != nil {
+			job.reply <- ErrNotAttachable
+		}
+	}
+	if s.handoff != nil {
+		s.handoff <- nil // the checkpoint was saved
 	}
 	if s.state != StateStopped {
 		s.observe(s.state, StateStopped)

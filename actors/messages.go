@@ -31,15 +31,51 @@ type (
 	KillProcess struct{}
 	// KillSandbox destroys the sandbox on the client's request.
 	KillSandbox struct{}
-	// Attach makes sink the sandbox's one client.
-	Attach struct{ Sink Sink }
-	// Detach forgets sink if it is still the attached one.
-	Detach struct{ Sink Sink }
+	// Attach makes Sink the sandbox's one client if Token is the
+	// sandbox's and no other client is attached (Replace names an
+	// attached client known to be dead, which Sink replaces). On success
+	// the sandbox sends SANDBOX_RUNNING to Sink. Reply always gets an
+	// answer.
+	Attach struct {
+		Sink    Sink
+		Token   string
+		Replace Sink
+		Reply   chan<- AttachResult
+	}
+	// Detach forgets Sink if it is still the attached one; output it
+	// accepted but did not deliver is kept for a reconnect. Done, when
+	// set, is closed once the sandbox took what it needs from Sink.
+	Detach struct {
+		Sink Sink
+		Done chan<- struct{}
+	}
+	// Reconnect resumes the output of an execution that ran (or ended)
+	// while no client was attached: what was not delivered, then live.
+	Reconnect struct{}
+	// Checkpoint saves the sandbox (memory, processes, files) and stops
+	// it; a later attach restores it.
+	Checkpoint struct{}
+	// HandOff checkpoints the sandbox for another client that attached
+	// with the token: the current client is told, a running execution
+	// is killed. Reply gets nil once the checkpoint is saved and the
+	// sandbox gone, or why not.
+	HandOff struct{ Reply chan<- error }
 	// Shutdown destroys the sandbox because the server is stopping.
 	Shutdown struct{}
 	// SnapshotFilesystem saves the sandbox's filesystem under Name.
 	SnapshotFilesystem struct{ Name string }
 )
+
+// AttachResult answers Attach.
+type AttachResult struct {
+	// Err is nil, ErrInvalidToken, ErrInUse or ErrNotAttachable.
+	Err error
+	// Current is the attached client when Err is ErrInUse (nil while a
+	// checkpoint runs).
+	Current Sink
+	// Handoff says the sandbox may be taken over with HandOff.
+	Handoff bool
+}
 
 // Pool requests, from the supervisor to a sandbox it warmed.
 type (
@@ -107,5 +143,10 @@ type (
 		info snapshots.Info
 		err  error
 	}
-	exitGraceOver struct{}
+	exitGraceOver  struct{}
+	checkpointDone struct {
+		err error
+		// alive says whether the sandbox still runs after a failure.
+		alive bool
+	}
 )

@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
+	"github.com/sandpool/sandpool/pool/checkpoints"
 	"github.com/sandpool/sandpool/pool/snapshots"
 	"github.com/sandpool/sandpool/runsc"
 )
@@ -20,6 +21,13 @@ var (
 	ErrShuttingDown = errors.New("server is shutting down")
 	// ErrNotReady answers a Claim to a sandbox that is no longer ready.
 	ErrNotReady = errors.New("sandbox is not ready to be claimed")
+	// ErrInvalidToken answers an Attach with the wrong token.
+	ErrInvalidToken = errors.New("invalid sandbox token")
+	// ErrInUse answers an Attach while another client is attached.
+	ErrInUse = errors.New("sandbox is in use by another connection")
+	// ErrNotAttachable answers an Attach to a sandbox no client owns (a
+	// warm one) or one that is going away.
+	ErrNotAttachable = errors.New("sandbox cannot be attached")
 )
 
 // language is a protocol language and the interpreter that runs its code.
@@ -66,6 +74,13 @@ type Settings struct {
 	// Snapshot names the filesystem snapshot to start from ("" = the base
 	// rootfs).
 	Snapshot string
+	// EnableCheckpoint allows checkpoints (and a restore on attach).
+	EnableCheckpoint bool
+	// EnableHandoff lets an attach with the token take the sandbox over
+	// from its client (by a checkpoint and a restore).
+	EnableHandoff bool
+	// IdleAutoCheckpoint checkpoints instead of deleting on idle expiry.
+	IdleAutoCheckpoint bool
 }
 
 // Config builds one sandbox actor.
@@ -101,19 +116,38 @@ type Config struct {
 	// OnState, when set, is called on every state change (from StateNew
 	// at start); it must not block.
 	OnState func(from, to State)
+	// TokenHash is checkpoints.HashToken(Token), filled in by New; a
+	// restored sandbox has only the hash (its token is never stored).
+	TokenHash string
+	// Checkpoints stores checkpoints; nil disables them.
+	Checkpoints *checkpoints.Store
+	// CheckpointTimeout bounds one checkpoint (default 5 min).
+	CheckpointTimeout time.Duration
+	// Restore, when set, makes the sandbox from this checkpoint instead
+	// of creating it; it starts claimed by Sink and sends it RUNNING.
+	Restore *checkpoints.Meta
+	// ReplayBuffer bounds the output of one execution kept while no
+	// client is attached (default DefaultReplayBuffer); beyond it the
+	// oldest output is dropped and counted.
+	ReplayBuffer int
 }
+
+// DefaultReplayBuffer is the output of one execution kept for a reconnect.
+const DefaultReplayBuffer = 8 << 20
 
 // stopCause says why a sandbox is being destroyed; it picks the events the
 // client sees.
 type stopCause int
 
 const (
-	causeClient   stopCause = iota // kill_sandbox
-	causeIdle                      // idle timeout
-	causeShutdown                  // server stopping
-	causeFailed                    // creation failed
-	causeRetired                   // a ready sandbox the pool let go
-	causeDied                      // a ready sandbox whose processes died
+	causeClient     stopCause = iota // kill_sandbox
+	causeIdle                        // idle timeout
+	causeShutdown                    // server stopping
+	causeFailed                      // creation failed
+	causeRetired                     // a ready sandbox the pool let go
+	causeDied                        // a ready sandbox whose processes died
+	causeCheckpoint                  // checkpointed: a later attach restores it
+	causeHandoff                     // checkpointed for another client
 )
 
 // Sandbox is the actor of one sandbox.
@@ -136,9 +170,18 @@ type Sandbox struct {
 	seq      int
 	exec     *execution
 	snapshot *snapshotJob
+	// parked is an execution that ended (or whose last events were not
+	// delivered) while no client was attached: a reconnect replays it.
+	parked *execution
+	// checkpoint is the checkpoint in flight or waiting for the running
+	// execution to end (a handoff kills it first).
+	checkpoint *checkpointJob
 
 	cause     stopCause
 	destroyed bool
+	// handoff is the attach waiting for this sandbox's handoff checkpoint
+	// to be over.
+	handoff chan<- error
 }
 
 // execution is the one running execution of a sandbox.
@@ -155,6 +198,11 @@ type execution struct {
 	killing     bool   // a kill is in flight: DONE waits for its outcome
 	reason      string // why the server ended it, for DONE
 	exited      *execExited
+
+	// detached: no client receives the output; it waits in replay until
+	// a client attaches and sends reconnect.
+	detached bool
+	replay   replayBuffer
 }
 
 // release stops feeding the execution: no more stdin, no timeout, and no
@@ -192,6 +240,18 @@ func New(cfg Config) *Sandbox {
 	if cfg.HealthInterval <= 0 {
 		cfg.HealthInterval = 2 * time.Second
 	}
+	if cfg.CheckpointTimeout <= 0 {
+		cfg.CheckpointTimeout = 5 * time.Minute
+	}
+	if cfg.ReplayBuffer <= 0 {
+		cfg.ReplayBuffer = DefaultReplayBuffer
+	}
+	if cfg.TokenHash == "" {
+		cfg.TokenHash = checkpoints.HashToken(cfg.Token)
+	}
+	if cfg.Restore != nil {
+		cfg.Settings = SettingsOf(*cfg.Restore)
+	}
 	return &Sandbox{
 		cfg:  cfg,
 		log:  cfg.Logger.With().Str("sandbox_id", cfg.ID).Logger(),
@@ -226,11 +286,18 @@ func (s *Sandbox) Receive(ctx actor.Context) {
 	case healthResult:
 		s.onHealthResult(ctx, msg)
 	case Attach:
-		s.sink = msg.Sink
+		s.onAttach(msg)
 	case Detach:
-		if s.sink == msg.Sink {
-			s.sink = nil
-		}
+		s.onDetach(msg)
+	case Reconnect:
+		s.onReconnect()
+	case Checkpoint:
+		s.touch()
+		s.onCheckpoint()
+	case HandOff:
+		s.onHandOff(msg)
+	case checkpointDone:
+		s.onCheckpointDone(msg)
 	case Execute:
 		s.touch()
 		s.onExecute(msg)
@@ -318,6 +385,10 @@ func (s *Sandbox) startCreate() {
 	s.cfg.From = nil
 	go func() {
 		defer cancel()
+		if meta := s.cfg.Restore; meta != nil {
+			s.send(createDone{err: s.restore(ctx, *meta)})
+			return
+		}
 		var opts runsc.CreateOptions
 		if from != nil {
 			opts.RootfsTar = from.Path()
@@ -366,6 +437,9 @@ func (s *Sandbox) onCreated(ctx actor.Context, msg createDone) {
 		s.touch()
 		s.armIdle()
 		s.log.Debug().Msg("sandbox running")
+		if s.cfg.Restore != nil {
+			s.restored()
+		}
 		s.reply(nil)
 	}
 }

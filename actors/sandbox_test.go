@@ -432,13 +432,14 @@ func TestDetachedOutputNeverBlocks(t *testing.T) {
 	require.NoError(t, err)
 	h.ref.Send(Detach{Sink: h.sink})
 	h.ref.Send(Execute{Language: "python", Code: "x", HasCode: true})
-	// Nobody is attached: the output is dropped, never waits for a reader.
+	// Nobody is attached: the output is kept for a reconnect (bounded),
+	// never waits for a reader.
 	select {
 	case <-finished:
 	case <-time.After(5 * time.Second):
 		t.Fatal("a detached execution blocked on its output")
 	}
-	h.ref.Send(Attach{Sink: h.sink})
+	require.NoError(t, h.attach(t, h.sink, h.ref.Token, nil).Err)
 	h.ref.Send(KillSandbox{})
 	h.sink.until(t, StatusKilled)
 }

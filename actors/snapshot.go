@@ -39,6 +39,9 @@ func (s *Sandbox) onSnapshot(msg SnapshotFilesystem) {
 	case s.snapshot != nil:
 		fail(snapshotInProgressMessage)
 		return
+	case s.checkpoint != nil:
+		fail(checkpointingMessage)
+		return
 	case s.state != StateClaimed && s.state != StateExecuting:
 		fail(fmt.Sprintf(snapshotNotRunningTemplate, s.notRunningMessage()))
 		return
@@ -81,6 +84,7 @@ func (s *Sandbox) onSnapshotDone(ctx actor.Context, msg snapshotDone) {
 	if s.state == StateClaimed {
 		s.armIdle()
 	}
+	defer s.startPendingCheckpoint()
 	if msg.err != nil {
 		s.log.Warn().Err(msg.err).Str("snapshot", job.name).Msg("filesystem snapshot failed")
 		text := fmt.Sprintf("Failed to create filesystem snapshot '%s': %v", job.name, msg.err)

@@ -17,6 +17,9 @@ const (
 	StateClaimed
 	// StateExecuting: an execution is running.
 	StateExecuting
+	// StateCheckpointing: runsc is saving the sandbox; it stops after a
+	// successful checkpoint and returns to claimed after a failed one.
+	StateCheckpointing
 	// StateStopping: the sandbox is being destroyed.
 	StateStopping
 	// StateStopped: destroyed; the actor is ending.
@@ -26,7 +29,7 @@ const (
 	StateFailed
 )
 
-var stateNames = [...]string{"warming", "ready", "claimed", "executing", "stopping", "stopped", "failed"}
+var stateNames = [...]string{"warming", "ready", "claimed", "executing", "checkpointing", "stopping", "stopped", "failed"}
 
 func (s State) String() string {
 	if s == StateNew {
@@ -41,12 +44,13 @@ func (s State) String() string {
 // transitions lists every legal move. A used sandbox never goes back to
 // ready; every live state may stop (a kill is honoured from anywhere).
 var transitions = map[State][]State{
-	StateWarming:   {StateReady, StateClaimed, StateFailed, StateStopping},
-	StateReady:     {StateClaimed, StateStopping},
-	StateClaimed:   {StateExecuting, StateStopping},
-	StateExecuting: {StateClaimed, StateStopping},
-	StateStopping:  {StateStopped},
-	StateFailed:    {StateStopped},
+	StateWarming:       {StateReady, StateClaimed, StateFailed, StateStopping},
+	StateReady:         {StateClaimed, StateStopping},
+	StateClaimed:       {StateExecuting, StateCheckpointing, StateStopping},
+	StateExecuting:     {StateClaimed, StateStopping},
+	StateCheckpointing: {StateClaimed, StateStopping},
+	StateStopping:      {StateStopped},
+	StateFailed:        {StateStopped},
 }
 
 // TransitionError is an illegal move, which is always a bug in the caller.

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sandpool/sandpool/actors"
+	"github.com/sandpool/sandpool/pool/checkpoints"
 	"github.com/sandpool/sandpool/pool/snapshots"
 	"github.com/sandpool/sandpool/runsc"
 )
@@ -57,6 +58,16 @@ type Config struct {
 	HousekeepingInterval time.Duration
 	// Registerer receives the pool's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// Checkpoints is the checkpoint store; nil disables checkpoints.
+	Checkpoints *checkpoints.Store
+	// CheckpointTimeout bounds one checkpoint (default 5 min).
+	CheckpointTimeout time.Duration
+	// CheckpointRetention removes checkpoints of sandboxes not attached
+	// for this long; 0 keeps them.
+	CheckpointRetention time.Duration
+	// ReplayBuffer bounds the output of one execution kept while its
+	// client is away (default actors.DefaultReplayBuffer).
+	ReplayBuffer int
 }
 
 // Backoff bounds the exponential wait between failing creates of a pool.
@@ -152,6 +163,9 @@ func (p *Pool) Create(ctx context.Context, settings actors.Settings, sink actors
 func (p *Pool) create(ctx context.Context, settings actors.Settings, sink actors.Sink) (createResult, error) {
 	if p.closed.Load() {
 		return createResult{label: noPoolLabel}, ErrShuttingDown
+	}
+	if settings.EnableCheckpoint && p.cfg.Checkpoints == nil {
+		return createResult{label: noPoolLabel}, ErrCheckpointsDisabled
 	}
 	from, err := p.openSnapshot(settings.Snapshot)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/sandpool/sandpool/actors"
+	"github.com/sandpool/sandpool/pool/checkpoints"
 	"github.com/sandpool/sandpool/pool/snapshots"
 )
 
@@ -21,8 +22,16 @@ type (
 		sink     actors.Sink
 		// from is the opened snapshot to start from; the sandbox actor
 		// closes it, or the supervisor when no actor is made.
-		from  *snapshots.Snapshot
-		reply chan<- createResult
+		from *snapshots.Snapshot
+		// restore, when set, is the checkpoint to restore; afterExit
+		// makes it wait for the sandbox's previous actor to end.
+		restore   *checkpoints.Meta
+		afterExit bool
+		reply     chan<- createResult
+	}
+	lookupRequest struct {
+		id    string
+		reply chan<- lookupResult
 	}
 	shutdownRequest    struct{ done chan struct{} }
 	statusRequest      struct{ reply chan<- Status }
@@ -67,6 +76,12 @@ type supervisor struct {
 	// rr rotates refills across pools.
 	rr int
 
+	// exitWaiters are restores waiting for the sandbox's previous actor
+	// to end, by sandbox id.
+	exitWaiters map[string][]createRequest
+	// lastRetention is when checkpoint retention last ran.
+	lastRetention time.Time
+
 	stopping   bool
 	waiters    []chan struct{}
 	wakeTimer  *time.Timer
@@ -75,7 +90,7 @@ type supervisor struct {
 }
 
 func newSupervisor(p *Pool) *supervisor {
-	s := &supervisor{pool: p, children: map[string]*child{}, pools: map[string]*warmPool{}}
+	s := &supervisor{pool: p, children: map[string]*child{}, pools: map[string]*warmPool{}, exitWaiters: map[string][]createRequest{}}
 	s.configure(p.cfg.Limits)
 	return s
 }
@@ -87,6 +102,8 @@ func (s *supervisor) Receive(ctx actor.Context) {
 		s.schedule(ctx)
 	case createRequest:
 		s.onCreate(ctx, msg)
+	case lookupRequest:
+		msg.reply <- s.lookup(ctx, msg.id)
 	case actors.Created:
 		s.onCreated(ctx, msg)
 	case actors.Died:
@@ -121,7 +138,21 @@ func (s *supervisor) onCreate(ctx actor.Context, req createRequest) {
 		return
 	}
 	label := noPoolLabel
-	if wp := s.pools[req.settings.Snapshot]; wp != nil {
+	if req.restore != nil {
+		id := req.restore.ID
+		if c := s.childByID(ctx, id); c != nil {
+			if req.afterExit {
+				s.exitWaiters[id] = append(s.exitWaiters[id], req)
+				return
+			}
+			s.refuse(req, ErrInUse)
+			return
+		}
+		if s.restoreQueued(id) {
+			s.refuse(req, ErrInUse)
+			return
+		}
+	} else if wp := s.pools[req.settings.Snapshot]; wp != nil {
 		label = wp.label
 		version := ""
 		if req.from != nil {
@@ -145,6 +176,33 @@ func (s *supervisor) onCreate(ctx actor.Context, req createRequest) {
 	s.schedule(ctx)
 	if len(s.queue) > 0 {
 		s.pool.log.Debug().Int("queued", len(s.queue)).Str("pool", label).Msg("creates wait for a slot")
+	}
+}
+
+// childByID is the live actor of sandbox id.
+func (s *supervisor) childByID(ctx actor.Context, id string) *child {
+	return s.children[ctx.Self().Id+"/"+id]
+}
+
+func (s *supervisor) restoreQueued(id string) bool {
+	return slices.ContainsFunc(s.queue, func(r createRequest) bool { return r.restore != nil && r.restore.ID == id })
+}
+
+// lookup tells an attach what sandbox id is: a client's, busy (being
+// created or restored), or unknown here (never claimed warm ones included:
+// their token was never given out).
+func (s *supervisor) lookup(ctx actor.Context, id string) lookupResult {
+	if s.restoreQueued(id) || len(s.exitWaiters[id]) > 0 {
+		return lookupResult{busy: true}
+	}
+	c := s.childByID(ctx, id)
+	switch {
+	case c == nil || c.pool != nil && c.state != childClaimed:
+		return lookupResult{}
+	case c.state == childCreating:
+		return lookupResult{busy: true}
+	default:
+		return lookupResult{ref: c.ref}
 	}
 }
 
@@ -261,7 +319,7 @@ func (s *supervisor) startCold(ctx actor.Context, req createRequest) {
 		s.refuse(req, err) // the client left while waiting
 		return
 	}
-	c, err := s.spawn(ctx, nil, req.settings, req.sink, req.from)
+	c, err := s.spawn(ctx, nil, req.settings, req.sink, req.from, req.restore)
 	if err != nil {
 		s.refuse(req, err)
 		return
@@ -280,20 +338,30 @@ func (s *supervisor) startRefill(ctx actor.Context, wp *warmPool) {
 		}
 		s.adopt(ctx, wp, from.Info)
 	}
-	if _, err := s.spawn(ctx, wp, actors.Settings{Snapshot: wp.cfg.Snapshot}, nil, from); err != nil {
+	if _, err := s.spawn(ctx, wp, actors.Settings{Snapshot: wp.cfg.Snapshot}, nil, from, nil); err != nil {
 		closeSnapshot(from)
 		s.refillFailed(ctx, wp, err)
 	}
 }
 
-// spawn starts a sandbox actor: a warm one for wp, or a client's (wp nil).
-func (s *supervisor) spawn(ctx actor.Context, wp *warmPool, settings actors.Settings, sink actors.Sink, from *snapshots.Snapshot) (*child, error) {
+// spawn starts a sandbox actor: a warm one for wp, or a client's (wp nil),
+// restored from a checkpoint when restore is set.
+func (s *supervisor) spawn(ctx actor.Context, wp *warmPool, settings actors.Settings, sink actors.Sink, from *snapshots.Snapshot, restore *checkpoints.Meta) (*child, error) {
 	cfg := s.pool.cfg
-	id := actors.NewID()
+	id, token, tokenHash := actors.NewID(), actors.NewToken(), ""
+	if restore != nil {
+		// The token is not kept anywhere: only its hash.
+		id, token, tokenHash = restore.ID, "", restore.TokenHash
+	}
 	result := make(chan error, 1)
 	sb := actors.New(actors.Config{
-		ID:              id,
-		Token:           actors.NewToken(),
+		ID:                id,
+		Token:             token,
+		TokenHash:         tokenHash,
+		Restore:           restore,
+		Checkpoints:       cfg.Checkpoints,
+		CheckpointTimeout: cfg.CheckpointTimeout,
+		ReplayBuffer:      cfg.ReplayBuffer,
 		Runtime:         cfg.Runtime,
 		Settings:        settings,
 		Sink:            sink,
@@ -317,6 +385,7 @@ func (s *supervisor) spawn(ctx actor.Context, wp *warmPool, settings actors.Sett
 		pool:    wp,
 		started: time.Now(),
 		result:  result,
+		restore: restore != nil,
 	}
 	if from != nil {
 		c.snapshot, c.version = from.Info.Name, from.Info.File
@@ -358,6 +427,8 @@ func (s *supervisor) createFinished(ctx actor.Context, c *child, err error) {
 	if wp != nil {
 		kind = "warm"
 		wp.creating--
+	} else if c.restore {
+		kind = "restore"
 	}
 	s.pool.metrics.createSeconds.WithLabelValues(kind).Observe(time.Since(c.started).Seconds())
 	switch {
@@ -448,6 +519,16 @@ func (s *supervisor) onTerminated(ctx actor.Context, pid *actor.PID) {
 		return
 	}
 	delete(s.children, pid.Id)
+	if waiting := s.exitWaiters[c.ref.ID]; len(waiting) > 0 {
+		// Its restore may start now that the id is free.
+		delete(s.exitWaiters, c.ref.ID)
+		defer func() {
+			for _, req := range waiting {
+				req.afterExit = false
+				s.onCreate(ctx, req)
+			}
+		}()
+	}
 	s.pool.live.Store(int64(len(s.children)))
 	if c.state == childCreating {
 		// Its Terminated overtook its Created (system messages go
@@ -508,6 +589,7 @@ func (s *supervisor) onSnapshotSaved(ctx actor.Context, info snapshots.Info) {
 // removed by another process (sandpool snapshots rm).
 func (s *supervisor) housekeeping(ctx actor.Context) {
 	now := time.Now()
+	s.expireCheckpoints(now)
 	for name, wp := range s.pools {
 		s.expire(ctx, wp, now)
 		if name == "" || s.pool.cfg.Snapshots == nil {
@@ -529,6 +611,38 @@ func (s *supervisor) housekeeping(ctx actor.Context) {
 			}
 		}
 	}
+}
+
+// expireCheckpoints removes, off the mailbox, the checkpoints of sandboxes
+// not attached within the retention; live ones are never touched.
+func (s *supervisor) expireCheckpoints(now time.Time) {
+	store, retention := s.pool.cfg.Checkpoints, s.pool.cfg.CheckpointRetention
+	if store == nil || retention <= 0 || now.Sub(s.lastRetention) < min(time.Hour, retention/4) {
+		return
+	}
+	s.lastRetention = now
+	live := map[string]bool{}
+	for _, c := range s.children {
+		live[c.ref.ID] = true
+	}
+	for _, req := range s.queue {
+		if req.restore != nil {
+			live[req.restore.ID] = true
+		}
+	}
+	for id := range s.exitWaiters {
+		live[id] = true
+	}
+	log := s.pool.log
+	go func() {
+		removed, err := store.Expire(now.Add(-retention), func(id string) bool { return live[id] })
+		if len(removed) > 0 {
+			log.Info().Strs("sandboxes", removed).Dur("retention", retention).Msg("removed expired checkpoints")
+		}
+		if err != nil {
+			log.Warn().Err(err).Msg("checkpoint retention")
+		}
+	}()
 }
 
 // expire marks ready sandboxes older than max_age: a refill replaces each
@@ -637,6 +751,12 @@ func (s *supervisor) onShutdown(ctx actor.Context, msg shutdownRequest) {
 			s.refuse(req, ErrShuttingDown)
 		}
 		s.queue = nil
+		for id, reqs := range s.exitWaiters {
+			for _, req := range reqs {
+				s.refuse(req, ErrShuttingDown)
+			}
+			delete(s.exitWaiters, id)
+		}
 		for _, c := range s.children {
 			ctx.Send(c.pid, actors.Shutdown{})
 		}

@@ -37,6 +37,8 @@ type child struct {
 	expired bool
 	// started is when its creation began; ready when it joined the pool.
 	started, ready time.Time
+	// restore: made from a checkpoint.
+	restore bool
 }
 
 // outcome is the creation result the actor left, errEndedWhileCreating if

@@ -48,6 +48,8 @@ type conn struct {
 
 	// gone is set once the sandbox reported its end.
 	gone atomic.Bool
+	// alive gets a token for every pong and frame: Probe's sign of life.
+	alive chan struct{}
 }
 
 func (s *Server) newConn(ws *websocket.Conn) *conn {
@@ -59,13 +61,17 @@ func (s *Server) newConn(ws *websocket.Conn) *conn {
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
 		stop:       make(chan struct{}),
+		alive:      make(chan struct{}, 1),
 	}
 	c.queue = newEventQueue(outboundEvents, func() {
 		c.log.Warn().Msg("client too slow: outbound queue full, closing")
 		_ = ws.UnderlyingConn().Close()
 	})
 	ws.SetReadLimit(hardMessageLimit)
-	ws.SetPongHandler(func(string) error { return c.extendDeadline() })
+	ws.SetPongHandler(func(string) error {
+		c.signalAlive()
+		return c.extendDeadline()
+	})
 	go c.readLoop()
 	go c.writeLoop()
 	return c
@@ -78,6 +84,43 @@ func (c *conn) Send(ev actors.Event) {
 	}
 	c.queue.Send(ev)
 }
+
+func (c *conn) signalAlive() {
+	select {
+	case c.alive <- struct{}{}:
+	default:
+	}
+}
+
+// Probe implements actors.Prober: a ping must be answered (or a frame
+// arrive) within timeout. A client that stays silent is disconnected, and
+// Probe returns once the writer has stopped, so Unsent holds everything
+// that was not delivered.
+func (c *conn) Probe(timeout time.Duration) bool {
+	select {
+	case <-c.alive: // an old sign says nothing about now
+	default:
+	}
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(timeout)); err == nil {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-c.alive:
+			return true
+		case <-c.readerDone:
+		case <-t.C:
+		}
+	}
+	c.log.Info().Dur("timeout", timeout).Msg("connection gave no sign of life: closing it")
+	c.stopOnce.Do(func() { close(c.stop) })
+	_ = c.ws.UnderlyingConn().Close()
+	<-c.writerDone // its blocked write fails at once on the closed socket
+	return false
+}
+
+// Unsent implements actors.Drainer: the events not written to the client.
+// The connection takes no more events afterwards.
+func (c *conn) Unsent() []actors.Event { return c.queue.drain() }
 
 func (c *conn) extendDeadline() error {
 	return c.ws.SetReadDeadline(time.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PongWait))
@@ -99,6 +142,7 @@ func (c *conn) readLoop() {
 		if err != nil {
 			return
 		}
+		c.signalAlive()
 		f := frame{data: data}
 		switch {
 		case int64(len(data)) > limit:
@@ -140,14 +184,18 @@ func (c *conn) writeLoop() {
 }
 
 // writeAll writes events in order; false means the connection is done (a
-// write failed or an event closed it).
+// write failed or an event closed it). After a failed write the events
+// not written go back to the queue, for the sandbox to replay.
 func (c *conn) writeAll(events []actors.Event) bool {
 	for i, ev := range events {
-		if !c.write(ev) || ev.CloseCode != 0 {
+		if !c.write(ev) {
+			c.queue.requeue(events[i:])
+			return false
+		}
+		ev.Release()
+		if ev.CloseCode != 0 {
 			releaseAll(events[i+1:])
-			if ev.CloseCode != 0 {
-				c.closeWith(ev.CloseCode)
-			}
+			c.closeWith(ev.CloseCode)
 			return false
 		}
 	}
@@ -172,17 +220,19 @@ type wireEvent struct {
 	ExitCode     *int   `json:"exit_code,omitempty"`
 	Reason       string `json:"reason,omitempty"`
 	Pool         string `json:"pool,omitempty"`
+	DroppedBytes int64  `json:"dropped_bytes,omitempty"`
 }
 
 func encodeEvent(ev actors.Event) ([]byte, error) {
 	return json.Marshal(wireEvent{
 		Event: ev.Kind, Status: ev.Status, Message: ev.Message, Data: ev.Data,
 		SandboxID: ev.SandboxID, SandboxToken: ev.Token, ExitCode: ev.ExitCode, Reason: ev.Reason, Pool: ev.Pool,
+		DroppedBytes: ev.DroppedBytes,
 	})
 }
 
+// write sends one event; the caller releases it once it is written.
 func (c *conn) write(ev actors.Event) bool {
-	defer ev.Release()
 	if ev.Kind == "" {
 		return true // a marker (end of sandbox), nothing to send
 	}
@@ -271,13 +321,16 @@ func (c *conn) handle(f frame) {
 		return
 	}
 	switch m := msg.(type) {
-	case reconnectRequest:
-		// Nothing is replayed yet: nothing live to resume, so no reply.
-	case checkpointRequest:
-		// A checkpoint failure ends the session (protocol.md: close 4000;
-		// clients treat it as fatal). The sandbox lives on until its idle
-		// timeout, like after any dropped connection.
-		c.fail("SANDBOX_CHECKPOINT_ERROR", "Checkpointing is not enabled on the server.", actors.CloseError)
+	case actors.Reconnect:
+		if !c.gone.Load() { // nothing to resume: no reply
+			c.ref.Send(m)
+		}
+	case actors.Checkpoint:
+		if c.gone.Load() {
+			c.fail(actors.StatusCheckpointError, "Cannot checkpoint: the sandbox has been deleted.", actors.CloseError)
+			return
+		}
+		c.ref.Send(m)
 	case actors.SnapshotFilesystem:
 		if c.gone.Load() {
 			c.reply(badMessage(actors.StatusSnapshotError, "Cannot take a filesystem snapshot: the sandbox has been deleted."))
@@ -293,14 +346,30 @@ func (c *conn) handle(f frame) {
 	}
 }
 
+// detachWait bounds the wait for a sandbox to take a connection's
+// undelivered events.
+const detachWait = 5 * time.Second
+
 // shutdown detaches from the sandbox (which lives on until its idle
-// timeout) and releases the connection's goroutines.
+// timeout, keeping what was not delivered for a reconnect) and releases
+// the connection's goroutines.
 func (c *conn) shutdown() {
-	if c.ref != nil && !c.gone.Load() { // a gone sandbox's actor has stopped
-		c.ref.Send(actors.Detach{Sink: c})
-	}
 	c.stopOnce.Do(func() { close(c.stop) })
-	<-c.writerDone
+	select {
+	case <-c.writerDone:
+	case <-time.After(time.Second):
+		// Blocked writing to a client that does not read: it is leaving.
+		_ = c.ws.UnderlyingConn().Close()
+		<-c.writerDone
+	}
+	if c.ref != nil && !c.gone.Load() { // a gone sandbox's actor has stopped
+		done := make(chan struct{})
+		c.ref.Send(actors.Detach{Sink: c, Done: done})
+		select {
+		case <-done:
+		case <-time.After(detachWait):
+		}
+	}
 	_ = c.ws.Close()
 	<-c.readerDone
 	c.queue.close()

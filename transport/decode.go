@@ -62,6 +62,12 @@ func decodeInit(frame []byte, defaultIdle time.Duration) (initMessage, error) {
 			}
 		}
 	}
+	switch {
+	case init.EnableHandoff && !init.EnableCheckpoint:
+		return initMessage{}, fmt.Errorf("Invalid init message: 'enable_sandbox_handoff' requires 'enable_checkpoint'.")
+	case init.EnableIdleAutoCheckpoint && !init.EnableCheckpoint:
+		return initMessage{}, fmt.Errorf("Invalid init message: 'enable_idle_timeout_auto_checkpoint' requires 'enable_checkpoint'.")
+	}
 	if raw, ok := fields["filesystem_snapshot_name"]; ok && !isNull(raw) {
 		if json.Unmarshal(raw, &init.SnapshotName) != nil {
 			return initMessage{}, fmt.Errorf("Invalid init message: 'filesystem_snapshot_name' must be a string.")
@@ -69,12 +75,6 @@ func decodeInit(frame []byte, defaultIdle time.Duration) (initMessage, error) {
 	}
 	return init, nil
 }
-
-// Actions the transport answers itself.
-type (
-	reconnectRequest  struct{}
-	checkpointRequest struct{}
-)
 
 // decodeMessage turns a client frame into an actor message or a transport
 // request (protocol.md §3). Anything that is no known action or stdin is an
@@ -97,9 +97,9 @@ func decodeMessage(frame []byte) (any, *protocolError) {
 		case "close_stdin":
 			return actors.CloseStdin{}, nil
 		case "reconnect":
-			return reconnectRequest{}, nil
+			return actors.Reconnect{}, nil
 		case "checkpoint":
-			return checkpointRequest{}, nil
+			return actors.Checkpoint{}, nil
 		case "snapshot_filesystem":
 			raw, ok := fields["name"]
 			if !ok || isNull(raw) {

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/sandpool/sandpool/actors"
@@ -48,6 +49,27 @@ func (q *eventQueue) Send(ev actors.Event) {
 func (q *eventQueue) take() []actors.Event {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	events := q.events
+	q.events = nil
+	return events
+}
+
+// requeue puts events a failed write took back at the head of the queue.
+func (q *eventQueue) requeue(events []actors.Event) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		releaseAll(events)
+		return
+	}
+	q.events = append(slices.Clone(events), q.events...)
+}
+
+// drain returns what is queued and takes nothing more.
+func (q *eventQueue) drain() []actors.Event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
 	events := q.events
 	q.events = nil
 	return events

@@ -19,6 +19,7 @@ import (
 // Creator creates sandboxes; *pool.Pool is the real one.
 type Creator interface {
 	Create(ctx context.Context, settings actors.Settings, sink actors.Sink) (*actors.Ref, error)
+	Attach(ctx context.Context, req pool.AttachRequest) (*actors.Ref, error)
 	Live() int
 	Status(ctx context.Context) (pool.Status, error)
 }
@@ -32,10 +33,14 @@ type Config struct {
 	// MaxMessageBytes is the largest client frame that is read; a larger
 	// one is discarded unread and answered with an error (default 8 MiB).
 	MaxMessageBytes int64
-	// PingInterval is how often the server pings (default 15 s); a
-	// connection silent for PingInterval+PongWait is dead.
+	// PingInterval is how often the server pings (default 10 s); a
+	// connection silent for PingInterval+PongWait (default 10 s) is dead,
+	// which frees its sandbox for an attach.
 	PingInterval time.Duration
 	PongWait     time.Duration
+	// RestoreTimeout bounds an attach that restores a checkpoint
+	// (default 5 min).
+	RestoreTimeout time.Duration
 	// InitTimeout bounds the wait for the init message (default 30 s).
 	InitTimeout time.Duration
 	// MaxExecuteBody bounds POST /execute bodies (default 1 MiB).
@@ -62,10 +67,13 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxMessageBytes = 8 << 20
 	}
 	if cfg.PingInterval <= 0 {
-		cfg.PingInterval = 15 * time.Second
+		cfg.PingInterval = 10 * time.Second
 	}
 	if cfg.PongWait <= 0 {
-		cfg.PongWait = 15 * time.Second
+		cfg.PongWait = 10 * time.Second
+	}
+	if cfg.RestoreTimeout <= 0 {
+		cfg.RestoreTimeout = 5 * time.Minute
 	}
 	if cfg.InitTimeout <= 0 {
 		cfg.InitTimeout = 30 * time.Second
@@ -151,10 +159,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		c.fail(actors.StatusCreationError, err.Error(), actors.CloseError)
 		return
 	}
-	if msg := unsupportedInit(init); msg != "" {
-		c.fail(actors.StatusCreationError, msg, actors.CloseError)
-		return
-	}
+
 	c.queue.Send(actors.Event{Kind: actors.EventStatus, Status: actors.StatusCreating})
 
 	// Creation is cancelled (and the sandbox killed) if the client leaves.
@@ -166,7 +171,13 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 		}
 	}()
-	settings := actors.Settings{IdleTimeout: init.IdleTimeout, Snapshot: init.SnapshotName}
+	settings := actors.Settings{
+		IdleTimeout:        init.IdleTimeout,
+		Snapshot:           init.SnapshotName,
+		EnableCheckpoint:   init.EnableCheckpoint,
+		EnableHandoff:      init.EnableHandoff,
+		IdleAutoCheckpoint: init.EnableIdleAutoCheckpoint,
+	}
 	ref, err := s.cfg.Pool.Create(ctx, settings, c)
 	cancel()
 	if err != nil {
@@ -188,14 +199,6 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	c.serve()
 }
 
-// unsupportedInit names the features this server cannot give the client.
-func unsupportedInit(init initMessage) string {
-	if init.EnableCheckpoint || init.EnableHandoff || init.EnableIdleAutoCheckpoint {
-		return "Checkpointing is not enabled on the server."
-	}
-	return ""
-}
-
 // creationMessage is the client's text for a failed create; the snapshot
 // texts are the ones protocol clients match.
 func creationMessage(err error, snapshot string) string {
@@ -203,9 +206,11 @@ func creationMessage(err error, snapshot string) string {
 	switch {
 	case errors.Is(err, pool.ErrNoCapacity):
 		// err reads "sandbox capacity reached: the server runs ...".
-		return strings.ToUpper(err.Error()[:1]) + err.Error()[1:]
+		return sentence(err)
 	case errors.Is(err, pool.ErrShuttingDown):
 		return "The server is shutting down."
+	case errors.Is(err, pool.ErrCheckpointsDisabled):
+		return actors.CheckpointsDisabledMessage
 	case errors.Is(err, pool.ErrSnapshotsDisabled):
 		return actors.SnapshotsDisabledMessage
 	case errors.Is(err, snapshots.ErrInvalidName):
@@ -219,9 +224,10 @@ func creationMessage(err error, snapshot string) string {
 	}
 }
 
-// handleAttach refuses attach until attach is implemented: the sandbox is
-// reported as not found (close 1011), after the token check protocol.md
-// asks for first.
+// handleAttach re-attaches a client to its sandbox (protocol.md
+// "Attach"): the token is checked before anything is bound or restored, a
+// checkpointed sandbox is restored (SANDBOX_RESTORING first), and the
+// sandbox itself sends SANDBOX_RUNNING once the client is attached.
 func (s *Server) handleAttach(w http.ResponseWriter, r *http.Request) {
 	if _, ok := r.URL.Query()["sandbox_token"]; !ok {
 		http.Error(w, "sandbox_token is required", http.StatusForbidden)
@@ -233,9 +239,53 @@ func (s *Server) handleAttach(w http.ResponseWriter, r *http.Request) {
 	}
 	c := s.newConn(ws)
 	defer c.shutdown()
-	if r.URL.Query().Get("sandbox_token") == "" {
+	id, token := r.PathValue("id"), r.URL.Query().Get("sandbox_token")
+	if token == "" {
 		c.fail(actors.StatusPermissionDenial, "Sandbox token is missing.", actors.CloseError)
 		return
 	}
-	c.fail(actors.StatusNotFound, "Sandbox not found: "+truncate(r.PathValue("id"), 64), actors.CloseNotFound)
+	// A restore goes on if the client leaves: the sandbox then waits,
+	// detached, for the next attach.
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RestoreTimeout)
+	defer cancel()
+	ref, err := s.cfg.Pool.Attach(ctx, pool.AttachRequest{
+		ID: id, Token: token, Sink: c,
+		Restoring: func() { c.queue.Send(actors.Event{Kind: actors.EventStatus, Status: actors.StatusRestoring}) },
+	})
+	if err != nil {
+		status, msg, code := attachFailure(err, id)
+		s.log.Info().Err(err).Str("sandbox_id", truncate(id, 64)).Msg("attach refused")
+		c.fail(status, msg, code)
+		return
+	}
+	c.ref = ref
+	c.log = s.log.With().Str("sandbox_id", ref.ID).Logger()
+	c.serve()
+}
+
+// sentence is err's text with a capital first letter.
+func sentence(err error) string {
+	text := err.Error()
+	return strings.ToUpper(text[:1]) + text[1:]
+}
+
+// attachFailure is the status, text and close code of a refused attach.
+func attachFailure(err error, id string) (string, string, int) {
+	shown := truncate(id, 64)
+	switch {
+	case errors.Is(err, pool.ErrNotFound):
+		return actors.StatusNotFound, "Sandbox not found: " + shown, actors.CloseNotFound
+	case errors.Is(err, pool.ErrInvalidToken):
+		return actors.StatusPermissionDenial, "Invalid sandbox token.", actors.CloseError
+	case errors.Is(err, pool.ErrInUse):
+		return actors.StatusInUse, "Sandbox " + shown + " is in use by another connection.", actors.CloseNotFound
+	case errors.Is(err, pool.ErrRestore):
+		return actors.StatusRestoreError, "Failed to " + err.Error(), actors.CloseError
+	case errors.Is(err, pool.ErrNoCapacity):
+		return actors.StatusRestoreError, sentence(err), actors.CloseError
+	case errors.Is(err, pool.ErrShuttingDown):
+		return actors.StatusError, "The server is shutting down.", actors.CloseError
+	default:
+		return actors.StatusError, "Failed to attach: " + err.Error(), actors.CloseError
+	}
 }

@@ -179,6 +179,8 @@ func TestCreationErrors(t *testing.T) {
 		{"bad idle_timeout", []byte(`{"idle_timeout":"soon"}`), "idle_timeout"},
 		{"negative idle_timeout", []byte(`{"idle_timeout":-1}`), "idle_timeout"},
 		{"bad flag type", []byte(`{"enable_checkpoint":"yes"}`), "enable_checkpoint"},
+		{"handoff without checkpoint", []byte(`{"enable_sandbox_handoff":true}`), "'enable_sandbox_handoff' requires 'enable_checkpoint'"},
+		{"auto-checkpoint without checkpoint", []byte(`{"enable_idle_timeout_auto_checkpoint":true,"enable_checkpoint":false}`), "'enable_idle_timeout_auto_checkpoint' requires 'enable_checkpoint'"},
 		{"checkpoint disabled", []byte(`{"enable_checkpoint":true}`), "Checkpointing is not enabled on the server."},
 	}
 	for _, tt := range tests {
@@ -186,6 +188,9 @@ func TestCreationErrors(t *testing.T) {
 			s := newTestServer(t, 4)
 			c := s.dial(t, "/create")
 			c.sendRaw(websocket.TextMessage, tt.init)
+			if strings.HasPrefix(tt.message, "Checkpointing") {
+				c.expectStatus(actors.StatusCreating) // the pool refuses it
+			}
 			c.expectError(actors.StatusCreationError, tt.message)
 			c.expectClose(actors.CloseError)
 			assert.Empty(t, s.rt.Calls(), "nothing may be created for a bad init")

@@ -59,6 +59,17 @@ type Config struct {
 	FilesystemSnapshotPath string `yaml:"filesystem_snapshot_path"`
 	// SnapshotTimeout (seconds) bounds one filesystem snapshot.
 	SnapshotTimeout float64 `yaml:"snapshot_timeout"`
+	// CheckpointPath is the checkpoint directory; empty disables
+	// checkpoints (enable_checkpoint is refused).
+	CheckpointPath string `yaml:"checkpoint_path"`
+	// CheckpointTimeout (seconds) bounds one checkpoint.
+	CheckpointTimeout float64 `yaml:"checkpoint_timeout"`
+	// CheckpointRetentionDays removes the checkpoints of sandboxes not
+	// attached for this many days; 0 keeps them.
+	CheckpointRetentionDays float64 `yaml:"checkpoint_retention_days"`
+	// ReconnectBufferBytes bounds the output of one execution kept while
+	// its client is away.
+	ReconnectBufferBytes int `yaml:"reconnect_buffer_bytes"`
 }
 
 // PoolConfig is one warm pool in the config file.
@@ -95,6 +106,9 @@ func defaultConfig() Config {
 		LogLevel:          "info",
 		LogFormat:         "auto",
 		SnapshotTimeout:   600,
+		CheckpointTimeout: 300,
+		// actors.DefaultReplayBuffer; spelled out so the config reads it.
+		ReconnectBufferBytes: 8 << 20,
 	}
 }
 
@@ -116,6 +130,7 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&flagValues.LogLevel, "log-level", "", "debug, info, warn or error")
 	fs.StringVar(&flagValues.LogFormat, "log-format", "", "auto, json or console")
 	fs.StringVar(&flagValues.FilesystemSnapshotPath, "filesystem-snapshot-path", "", "filesystem snapshot directory (default: snapshots disabled)")
+	fs.StringVar(&flagValues.CheckpointPath, "checkpoint-path", "", "checkpoint directory (default: checkpoints disabled)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -162,12 +177,18 @@ func (c *Config) loadFile(path string) error {
 }
 
 func (c *Config) applyEnv(getenv func(string) string) error {
-	// Upstream cloud-run-sandbox's name; SANDPOOL_* wins over it.
-	if v := getenv("FILESYSTEM_SNAPSHOT_MOUNT_PATH"); v != "" {
-		c.FilesystemSnapshotPath = v
+	// Upstream cloud-run-sandbox's names; SANDPOOL_* wins over them.
+	for key, dst := range map[string]*string{
+		"FILESYSTEM_SNAPSHOT_MOUNT_PATH": &c.FilesystemSnapshotPath,
+		"SANDBOX_CHECKPOINT_MOUNT_PATH":  &c.CheckpointPath,
+	} {
+		if v := getenv(key); v != "" {
+			*dst = v
+		}
 	}
 	strs := map[string]*string{
 		"SANDPOOL_FILESYSTEM_SNAPSHOT_PATH": &c.FilesystemSnapshotPath,
+		"SANDPOOL_CHECKPOINT_PATH":          &c.CheckpointPath,
 		"SANDPOOL_LISTEN":                   &c.Listen,
 		"SANDPOOL_STATE_DIR":                &c.StateDir,
 		"SANDPOOL_RUNSC":                    &c.RunscPath,
@@ -212,6 +233,7 @@ func (c *Config) override(f Config, set map[string]bool) {
 		"platform": {&c.Platform, &f.Platform}, "log-level": {&c.LogLevel, &f.LogLevel},
 		"log-format":               {&c.LogFormat, &f.LogFormat},
 		"filesystem-snapshot-path": {&c.FilesystemSnapshotPath, &f.FilesystemSnapshotPath},
+		"checkpoint-path":          {&c.CheckpointPath, &f.CheckpointPath},
 	} {
 		if set[name] {
 			*p.dst = *p.src
@@ -230,7 +252,7 @@ func (c *Config) resolve() error {
 	if c.RootfsPath == "" {
 		c.RootfsPath = defaultRootfs()
 	}
-	for _, p := range []*string{&c.StateDir, &c.RootfsPath, &c.FilesystemSnapshotPath} {
+	for _, p := range []*string{&c.StateDir, &c.RootfsPath, &c.FilesystemSnapshotPath, &c.CheckpointPath} {
 		if *p == "" {
 			continue
 		}
@@ -282,6 +304,21 @@ func (c *Config) validate() error {
 	}
 	if c.FilesystemSnapshotPath != "" && strings.HasPrefix(c.FilesystemSnapshotPath+"/", c.RootfsPath+"/") {
 		errs = append(errs, errors.New("filesystem_snapshot_path must not be inside the rootfs: every sandbox would see every snapshot"))
+	}
+	if c.CheckpointPath != "" && strings.HasPrefix(c.CheckpointPath+"/", c.RootfsPath+"/") {
+		errs = append(errs, errors.New("checkpoint_path must not be inside the rootfs: every sandbox would see every checkpoint"))
+	}
+	if c.CheckpointPath != "" && c.CheckpointPath == c.FilesystemSnapshotPath {
+		errs = append(errs, errors.New("checkpoint_path and filesystem_snapshot_path must be different directories"))
+	}
+	if c.CheckpointTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("checkpoint_timeout must be positive, got %v", c.CheckpointTimeout))
+	}
+	if c.CheckpointRetentionDays < 0 {
+		errs = append(errs, fmt.Errorf("checkpoint_retention_days must be >= 0 (0 keeps checkpoints), got %v", c.CheckpointRetentionDays))
+	}
+	if c.ReconnectBufferBytes < 64<<10 {
+		errs = append(errs, fmt.Errorf("reconnect_buffer_bytes must be at least 64 KiB, got %d", c.ReconnectBufferBytes))
 	}
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
 		errs = append(errs, fmt.Errorf("log_level must be debug, info, warn or error, got %q", c.LogLevel))

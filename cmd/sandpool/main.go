@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandpool/sandpool/pool"
+	"github.com/sandpool/sandpool/pool/checkpoints"
 	"github.com/sandpool/sandpool/pool/snapshots"
 	"github.com/sandpool/sandpool/runsc"
 	"github.com/sandpool/sandpool/transport"
@@ -145,6 +146,12 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, reloads <-chan o
 			return err
 		}
 	}
+	var checkpointStore *checkpoints.Store
+	if cfg.CheckpointPath != "" {
+		if checkpointStore, err = openCheckpoints(cfg, binary, log); err != nil {
+			return err
+		}
+	}
 
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(log.With().Str("component", "protoactor").Logger()))
@@ -159,6 +166,11 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, reloads <-chan o
 		Snapshots:       store,
 		SnapshotTimeout: seconds(cfg.SnapshotTimeout),
 		Registerer:      registry,
+
+		Checkpoints:         checkpointStore,
+		CheckpointTimeout:   seconds(cfg.CheckpointTimeout),
+		CheckpointRetention: seconds(cfg.CheckpointRetentionDays * 24 * 3600),
+		ReplayBuffer:        cfg.ReconnectBufferBytes,
 	})
 	if err != nil {
 		return err
@@ -182,6 +194,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, reloads <-chan o
 	go func() { served <- httpServer.Serve(ln) }()
 	log.Info().Str("addr", ln.Addr().String()).Str("runsc", binary).Str("rootfs", cfg.RootfsPath).
 		Str("state_dir", cfg.StateDir).Str("filesystem_snapshot_path", cfg.FilesystemSnapshotPath).
+		Str("checkpoint_path", cfg.CheckpointPath).
 		Int("pools", len(cfg.Pools)).Msg("listening")
 	reloadCtx, stopReloads := context.WithCancel(ctx)
 	defer stopReloads()
@@ -206,6 +219,23 @@ func openSnapshots(cfg Config, binary string, log zerolog.Logger) (*snapshots.St
 	removed, err := store.Clean()
 	if len(removed) > 0 {
 		log.Warn().Strs("files", removed).Msg("removed files of interrupted snapshots")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return store, nil
+}
+
+// openCheckpoints opens the checkpoint directory and removes what
+// checkpoints interrupted by a crash left there.
+func openCheckpoints(cfg Config, binary string, log zerolog.Logger) (*checkpoints.Store, error) {
+	store, err := checkpoints.New(checkpoints.Config{Dir: cfg.CheckpointPath, RunscVersion: runsc.PinnedVersion(binary)})
+	if err != nil {
+		return nil, err
+	}
+	removed, err := store.Clean()
+	if len(removed) > 0 {
+		log.Warn().Strs("files", removed).Msg("removed files of interrupted checkpoints")
 	}
 	if err != nil {
 		return nil, err
