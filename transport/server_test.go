@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -60,6 +61,43 @@ func startTestServer(t *testing.T, pc pool.Config, tweak ...func(*Config)) *test
 type wsClient struct {
 	t  *testing.T
 	ws *websocket.Conn
+	// frames, once pump started, gets every frame read in the background
+	// (a live client: it answers pings while the test does other things).
+	frames chan frameOrErr
+}
+
+type frameOrErr struct {
+	data []byte
+	err  error
+}
+
+// pump keeps reading in the background, as a real client does.
+func (c *wsClient) pump() {
+	c.frames = make(chan frameOrErr, 1000)
+	go func() {
+		for {
+			_, data, err := c.ws.ReadMessage()
+			c.frames <- frameOrErr{data, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// read returns the next frame, from the pump if it runs.
+func (c *wsClient) read() ([]byte, error) {
+	if c.frames == nil {
+		_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, data, err := c.ws.ReadMessage()
+		return data, err
+	}
+	select {
+	case f := <-c.frames:
+		return f.data, f.err
+	case <-time.After(5 * time.Second):
+		return nil, errors.New("no frame within 5s")
+	}
 }
 
 func (s *testServer) dial(t *testing.T, path string) *wsClient {
@@ -83,8 +121,7 @@ func (c *wsClient) sendRaw(kind int, data []byte) {
 // next returns the next event as a map; a close frame fails the test.
 func (c *wsClient) next() map[string]any {
 	c.t.Helper()
-	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, data, err := c.ws.ReadMessage()
+	data, err := c.read()
 	require.NoError(c.t, err)
 	var ev map[string]any
 	require.NoError(c.t, json.Unmarshal(data, &ev))
@@ -110,8 +147,7 @@ func (c *wsClient) expectError(status, message string) {
 
 func (c *wsClient) expectClose(code int) {
 	c.t.Helper()
-	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, _, err := c.ws.ReadMessage()
+	_, err := c.read()
 	var ce *websocket.CloseError
 	require.ErrorAs(c.t, err, &ce)
 	assert.Equal(c.t, code, ce.Code)
