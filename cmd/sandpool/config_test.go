@@ -228,6 +228,13 @@ func TestConfigValidation(t *testing.T) {
 		{name: "zero snapshot timeout", file: "snapshot_timeout: 0\n", want: "snapshot_timeout"},
 		{name: "snapshots inside the rootfs", args: []string{"--rootfs", rootfsForSnapshots, "--filesystem-snapshot-path", rootfsForSnapshots + "/srv/snaps"},
 			want: "must not be inside the rootfs"},
+		{name: "checkpoints inside the rootfs", args: []string{"--rootfs", rootfsForSnapshots, "--checkpoint-path", rootfsForSnapshots + "/cp"},
+			want: "checkpoint_path must not be inside the rootfs"},
+		{name: "checkpoints and snapshots share a directory", args: []string{"--checkpoint-path", "/x/d", "--filesystem-snapshot-path", "/x/d"},
+			want: "must be different directories"},
+		{name: "zero checkpoint timeout", file: "checkpoint_timeout: 0\n", want: "checkpoint_timeout"},
+		{name: "negative retention", file: "checkpoint_retention_days: -1\n", want: "checkpoint_retention_days"},
+		{name: "tiny reconnect buffer", file: "reconnect_buffer_bytes: 100\n", want: "reconnect_buffer_bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadConfig(tc.args, testEnv(t, fakeRootfs(t), tc.env, tc.file))
@@ -295,4 +302,40 @@ func TestConfigSnapshotPath(t *testing.T) {
 			assert.Equal(t, tc.want, cfg.FilesystemSnapshotPath)
 		})
 	}
+}
+
+func TestConfigCheckpointPath(t *testing.T) {
+	rootfs := fakeRootfs(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		file string
+		want string
+	}{
+		{name: "unset disables checkpoints", want: ""},
+		{name: "config file", file: "checkpoint_path: /file/cp\n", want: "/file/cp"},
+		{name: "upstream variable", env: map[string]string{"SANDBOX_CHECKPOINT_MOUNT_PATH": "/upstream/cp"}, want: "/upstream/cp"},
+		{name: "sandpool variable beats upstream's", env: map[string]string{
+			"SANDBOX_CHECKPOINT_MOUNT_PATH": "/upstream/cp",
+			"SANDPOOL_CHECKPOINT_PATH":      "/sandpool/cp",
+		}, want: "/sandpool/cp"},
+		{name: "flag beats all", args: []string{"--checkpoint-path", "/flag/cp"},
+			env: map[string]string{"SANDPOOL_CHECKPOINT_PATH": "/sandpool/cp"}, want: "/flag/cp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := loadConfig(tc.args, testEnv(t, rootfs, tc.env, tc.file))
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, cfg.CheckpointPath)
+		})
+	}
+}
+
+func TestConfigCheckpointKeys(t *testing.T) {
+	cfg, err := loadConfig(nil, testEnv(t, fakeRootfs(t), nil,
+		"checkpoint_timeout: 30\ncheckpoint_retention_days: 7\nreconnect_buffer_bytes: 1048576\n"))
+	require.NoError(t, err)
+	assert.Equal(t, 30.0, cfg.CheckpointTimeout)
+	assert.Equal(t, 7.0, cfg.CheckpointRetentionDays)
+	assert.Equal(t, 1<<20, cfg.ReconnectBufferBytes)
 }
