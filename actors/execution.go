@@ -180,6 +180,7 @@ func (s *Sandbox) finishExecution(ctx actor.Context) {
 	s.emitExec(e, s.doneEvent(code, reason))
 	if e.detached {
 		s.parked = e // a reconnect still gets its end
+		s.log.Info().Int64("dropped_bytes", e.replay.dropped).Msg("execution ended while detached")
 	}
 	if s.state == StateStopping && s.destroyed {
 		s.finish(ctx)

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -279,4 +282,133 @@ func TestFakeCrash(t *testing.T) {
 	assert.Contains(t, f.Live(), "a", "it exists until destroyed")
 	assert.ErrorIs(t, f.Alive(ctx, "unknown"), ErrSandboxDead)
 	assert.NotContains(t, f.Calls(), "alive a", "Alive is not a runsc call")
+}
+
+// fakeSnapshotSandbox creates sandbox id from a fake snapshot with content.
+func fakeSnapshotSandbox(t *testing.T, f *Fake, id, content string) {
+	t.Helper()
+	tar := filepath.Join(t.TempDir(), "snap.tar")
+	require.NoError(t, os.WriteFile(tar, []byte(FakeSnapshotPrefix+content), 0o600))
+	require.NoError(t, f.Create(context.Background(), id, CreateOptions{RootfsTar: tar}))
+}
+
+func TestFakeCheckpointRestoreRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	fakeSnapshotSandbox(t, f, "a", "files of a\n")
+	rootfs := f.Rootfs("a")
+	p, err := f.Exec(ctx, "a", ProcessSpec{Args: []string{"sleep"}})
+	require.NoError(t, err)
+
+	img := t.TempDir()
+	spec, err := f.Checkpoint(ctx, "a", img)
+	require.NoError(t, err)
+	assert.NotEmpty(t, spec)
+	assert.FileExists(t, filepath.Join(img, FakeImageFile))
+	assert.ErrorIs(t, f.Alive(ctx, "a"), ErrSandboxDead, "a checkpoint stops the sandbox")
+	assert.Equal(t, 137, waitCode(t, p), "its processes stop with it")
+	assert.Contains(t, f.Live(), "a", "it exists until destroyed")
+	require.NoError(t, f.Destroy(ctx, "a"))
+
+	// The same id and others come back, as often as wanted.
+	for _, id := range []string{"a", "b"} {
+		require.NoError(t, f.Restore(ctx, id, img, spec))
+		require.NoError(t, f.Alive(ctx, id))
+		assert.Equal(t, rootfs, f.Rootfs(id), "the files come back")
+		out, _, code := runFake(t, mustExec(t, f, id, "hello"))
+		assert.Equal(t, "hello", out)
+		assert.Equal(t, 0, code)
+	}
+	assert.Equal(t, []string{"create a from SNAP", "exec a", "checkpoint a", "destroy a", "restore a", "exec a", "restore b", "exec b"},
+		replaceSnapPath(f.Calls()))
+
+	assert.Error(t, f.Restore(ctx, "b", img, spec), "b exists")
+	assert.Error(t, f.Restore(ctx, "c", img, []byte(`{"other":"spec"}`)))
+}
+
+func mustExec(t *testing.T, f *Fake, id, code string) Process {
+	t.Helper()
+	p, err := f.Exec(context.Background(), id, ProcessSpec{Args: []string{code}})
+	require.NoError(t, err)
+	return p
+}
+
+// replaceSnapPath hides the temp path of "create ID from PATH" calls.
+func replaceSnapPath(calls []string) []string {
+	out := make([]string, len(calls))
+	for i, c := range calls {
+		if j := strings.Index(c, " from "); j >= 0 {
+			c = c[:j] + " from SNAP"
+		}
+		out[i] = c
+	}
+	return out
+}
+
+func TestFakeCheckpointBaseSandbox(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	require.NoError(t, f.Create(ctx, "a", CreateOptions{}))
+	img := t.TempDir()
+	spec, err := f.Checkpoint(ctx, "a", img)
+	require.NoError(t, err)
+	require.NoError(t, f.Restore(ctx, "b", img, spec))
+	assert.Nil(t, f.Rootfs("b"), "a sandbox of the base rootfs restores as one")
+}
+
+func TestFakeRestoreBadImage(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	require.NoError(t, f.Create(ctx, "a", CreateOptions{}))
+	good := t.TempDir()
+	spec, err := f.Checkpoint(ctx, "a", good)
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		name  string
+		image func() string
+	}{
+		{"missing dir", func() string { return filepath.Join(t.TempDir(), "nope") }},
+		{"empty dir", func() string { return t.TempDir() }},
+		{"corrupt image", func() string {
+			dir := t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(dir, FakeImageFile), []byte("garbage"), 0o600))
+			return dir
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := f.Restore(ctx, "r", tc.image(), spec)
+			assert.ErrorIs(t, err, ErrBadImage)
+			assert.NotContains(t, f.Live(), "r", "nothing is left")
+		})
+	}
+}
+
+func TestFakeCheckpointFailures(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	_, err := f.Checkpoint(ctx, "unknown", t.TempDir())
+	assert.ErrorIs(t, err, ErrNotFound)
+
+	require.NoError(t, f.Create(ctx, "dead", CreateOptions{}))
+	f.Crash("dead")
+	_, err = f.Checkpoint(ctx, "dead", t.TempDir())
+	assert.ErrorIs(t, err, ErrSandboxDead)
+
+	// A refused checkpoint leaves the sandbox running.
+	boom := errors.New("boom")
+	f.CheckpointErr = boom
+	require.NoError(t, f.Create(ctx, "a", CreateOptions{}))
+	_, err = f.Checkpoint(ctx, "a", t.TempDir())
+	assert.ErrorIs(t, err, boom)
+	assert.NoError(t, f.Alive(ctx, "a"))
+
+	// A slow checkpoint honours its context.
+	f.CheckpointErr = nil
+	f.CheckpointDelay = time.Minute
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	_, err = f.Checkpoint(cctx, "a", t.TempDir())
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NoError(t, f.Alive(ctx, "a"))
 }

@@ -877,3 +877,640 @@ func TestAlive(t *testing.T) {
 		5*time.Second, 10*time.Millisecond)
 	assert.Empty(t, subcommands(t, r, dir), "Alive runs no runsc command")
 }
+
+// startSandboxStandIn starts a process that passes for sandbox id's
+// runsc-sandbox (argv0 runsc-sandbox, last argument the id) and records it
+// in the bundle's pid file, so Alive accepts the sandbox.
+func startSandboxStandIn(t *testing.T, r *Runner, id string) *exec.Cmd {
+	t.Helper()
+	cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{"runsc-sandbox", "-c", "sleep 60", id}}
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	require.NoError(t, os.MkdirAll(r.BundleDir(id), 0o700))
+	require.NoError(t, os.WriteFile(r.sandboxPIDFile(id), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600))
+	return cmd
+}
+
+func TestCheckpoint(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+checkpoint)
+	for a in "$@"; do case "$a" in --image-path=*) img="${a#--image-path=}" ;; esac; done
+	[ "$id" = broken ] && { echo "noise" >&2; echo "checkpoint failed: disk full" >&2; exit 128; }
+	echo "state of $id" > "$img/checkpoint.img" ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+	img := t.TempDir()
+	ctx := context.Background()
+
+	startSandboxStandIn(t, r, "s1")
+	config := []byte(`{"ociVersion":"1.2.1", "annotations":{"k":"v"}}` + "\n")
+	require.NoError(t, os.WriteFile(filepath.Join(r.BundleDir("s1"), "config.json"), config, 0o600))
+	spec, err := r.Checkpoint(ctx, "s1", img)
+	require.NoError(t, err)
+	assert.Equal(t, config, spec, "the spec is config.json byte for byte")
+	assert.FileExists(t, filepath.Join(img, "checkpoint.img"))
+	assert.Equal(t, []string{"checkpoint --image-path=" + img + " s1"}, subcommands(t, r, dir))
+	assert.DirExists(t, r.BundleDir("s1"), "the container exists until Destroy")
+
+	startSandboxStandIn(t, r, "broken")
+	require.NoError(t, os.WriteFile(filepath.Join(r.BundleDir("broken"), "config.json"), config, 0o600))
+	_, err = r.Checkpoint(ctx, "broken", img)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "broken")
+	assert.True(t, strings.HasSuffix(err.Error(), "checkpoint failed: disk full"), "%v", err)
+
+	_, err = r.Checkpoint(ctx, "unknown", img)
+	assert.ErrorIs(t, err, ErrNotFound)
+
+	// A sandbox whose process is gone has nothing to save: no runsc call.
+	require.NoError(t, os.MkdirAll(r.BundleDir("dead"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(r.BundleDir("dead"), "config.json"), config, 0o600))
+	_, err = r.Checkpoint(ctx, "dead", img)
+	assert.ErrorIs(t, err, ErrSandboxDead)
+
+	_, err = r.Checkpoint(ctx, "s1", "relative/img")
+	assert.Error(t, err)
+	assert.Len(t, calls(t, dir), 2, "only s1 and broken reached runsc")
+}
+
+func TestCheckpointDeadline(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+checkpoint)
+	sleep 1000 &
+	echo $! > "$dir/child"
+	wait ;;
+esac`)
+	r := newTestRunner(t, bin, nil) // long CallTimeout: the caller's deadline wins
+	startSandboxStandIn(t, r, "s1")
+	require.NoError(t, os.WriteFile(filepath.Join(r.BundleDir("s1"), "config.json"), []byte("{}"), 0o600))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { _, err := r.Checkpoint(ctx, "s1", t.TempDir()); errc <- err }()
+	child := readPID(t, filepath.Join(dir, "child"))
+	killOnCleanup(t, child)
+
+	assert.ErrorIs(t, waitErr(t, errc), context.DeadlineExceeded)
+	require.Eventually(t, func() bool { return processGone(child) }, 2*time.Second, 10*time.Millisecond,
+		"the timed-out runsc checkpoint's group must die")
+}
+
+// restoreRunsc is a fake runsc whose restore copies the bundle's config.json
+// for the test and fails with $RESTORE_ERR (runsc's message) when set.
+const restoreRunsc = `
+case "$cmd" in
+restore)
+	cp "$bundle/config.json" "$dir/config.json" || exit 9
+	if [ -n "$RESTORE_ERR" ]; then
+		echo "W1203 debug noise" >&2
+		printf '%s\n' "$RESTORE_ERR" >&2
+		exit 128
+	fi ;;
+delete)
+	echo "container \"$id\" does not exist" >&2
+	exit 1 ;;
+esac`
+
+func TestRestore(t *testing.T) {
+	bin, dir := fakeRunsc(t, restoreRunsc)
+	r := newTestRunner(t, bin, nil)
+	img := t.TempDir()
+	spec := []byte(`{"ociVersion":"1.2.1","process":{"args":["/bin/sh"]},"root":{"path":"/rootfs"}}`)
+
+	require.NoError(t, r.Restore(context.Background(), "s1", img, spec))
+
+	bundle := r.BundleDir("s1")
+	assert.Equal(t, []string{"restore --detach --image-path=" + img + " --bundle=" + bundle + " --pid-file=" + bundle + "/sandbox.pid s1"},
+		subcommands(t, r, dir))
+	got, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	assert.Equal(t, spec, got, "a spec without the tar annotation is used byte for byte")
+}
+
+func TestRestoreDropsRootfsTarAnnotation(t *testing.T) {
+	bin, dir := fakeRunsc(t, restoreRunsc)
+	r := newTestRunner(t, bin, nil)
+	img := t.TempDir()
+
+	for _, tc := range []struct {
+		name            string
+		annotations     map[string]string
+		wantAnnotations map[string]string
+	}{
+		{"only the tar", map[string]string{RootfsTarAnnotation: "/proc/42/fd/7"}, nil},
+		{"others stay", map[string]string{RootfsTarAnnotation: "/proc/42/fd/7", "dev.example.x": "y"}, map[string]string{"dev.example.x": "y"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NoError(t, os.RemoveAll(filepath.Join(dir, "calls")))
+			in := BuildSpec(SpecConfig{Rootfs: "/rootfs", Env: []string{"A=1"}, Annotations: tc.annotations})
+			spec, err := json.Marshal(in)
+			require.NoError(t, err)
+			id := "s-" + strings.ReplaceAll(tc.name, " ", "-")
+
+			require.NoError(t, r.Restore(context.Background(), id, img, spec))
+
+			data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+			require.NoError(t, err)
+			var out specs.Spec
+			require.NoError(t, json.Unmarshal(data, &out))
+			assert.Equal(t, tc.wantAnnotations, out.Annotations)
+			in.Annotations, out.Annotations = nil, nil
+			assert.Equal(t, *in, out, "everything else is kept")
+			// runsc compares the restore spec with the checkpointed one,
+			// annotations included: only a warning may report the change.
+			bundle := r.BundleDir(id)
+			assert.Equal(t, []string{"--restore-spec-validation=warning restore --detach --image-path=" + img + " --bundle=" + bundle + " --pid-file=" + bundle + "/sandbox.pid " + id},
+				subcommands(t, r, dir))
+		})
+	}
+}
+
+func TestRestoreFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		stderr  string
+		wantBad bool
+	}{
+		// Messages of the pinned runsc for broken images.
+		{"state file missing", `starting container: opening state file "/img/checkpoint.img" failed: open /img/checkpoint.img: no such file or directory`, true},
+		{"pages file missing", `starting container: opening pages file "/img/pages.img" failed: open /img/pages.img: no such file or directory`, true},
+		{"truncated metadata", `starting container: restoring container "s1": failed to load kernel: main MF start failed: failed to read metadata length: EOF`, true},
+		{"sandbox crashed on garbage", `starting container: restoring container "s1": urpc method "containerManager.Restore" failed: EOF`, true},
+		{"spec mismatch", `starting container: restoring container "s1": failed to handle restore spec validation: failed to validate restore spec: "Mounts" does not match`, true},
+		{"sandbox cannot start", `creating container: cannot create sandbox: cannot create sandbox process: fork/exec /proc/self/exe: resource temporarily unavailable`, false},
+		{"network", `starting container: setting up network: no such device`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, dir := fakeRunsc(t, restoreRunsc)
+			r := newTestRunner(t, bin, nil)
+			t.Setenv("RESTORE_ERR", tc.stderr)
+			img := t.TempDir()
+
+			err := r.Restore(context.Background(), "s1", img, []byte(`{}`))
+			require.Error(t, err)
+			assert.Equal(t, tc.wantBad, errors.Is(err, ErrBadImage), "%v", err)
+			assert.True(t, strings.HasSuffix(err.Error(), tc.stderr), "runsc's message ends the error: %v", err)
+			assert.Contains(t, err.Error(), "s1")
+			assert.NoDirExists(t, r.BundleDir("s1"))
+			bundle := r.BundleDir("s1")
+			assert.Equal(t, []string{"restore --detach --image-path=" + img + " --bundle=" + bundle + " --pid-file=" + bundle + "/sandbox.pid s1", "delete --force s1"},
+				subcommands(t, r, dir), "a half-restored container is force-deleted")
+		})
+	}
+}
+
+func TestRestoreMissingImageRunsNothing(t *testing.T) {
+	bin, dir := fakeRunsc(t, restoreRunsc)
+	r := newTestRunner(t, bin, nil)
+	file := filepath.Join(t.TempDir(), "not-a-dir")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+
+	for _, img := range []string{filepath.Join(t.TempDir(), "missing"), file} {
+		err := r.Restore(context.Background(), "s1", img, []byte(`{}`))
+		assert.ErrorIs(t, err, ErrBadImage, img)
+		assert.NoDirExists(t, r.BundleDir("s1"))
+	}
+	assert.Error(t, r.Restore(context.Background(), "s1", "relative/img", []byte(`{}`)))
+	assert.Error(t, r.Restore(context.Background(), "s1", t.TempDir(), []byte(`not json`)))
+	assert.NoDirExists(t, r.BundleDir("s1"))
+	assert.Empty(t, calls(t, dir))
+}
+
+func TestRestoreExistingBundleFails(t *testing.T) {
+	bin, dir := fakeRunsc(t, restoreRunsc)
+	r := newTestRunner(t, bin, nil)
+	marker := filepath.Join(r.BundleDir("s1"), "keep")
+	require.NoError(t, os.MkdirAll(r.BundleDir("s1"), 0o700))
+	require.NoError(t, os.WriteFile(marker, nil, 0o600))
+
+	require.Error(t, r.Restore(context.Background(), "s1", t.TempDir(), []byte(`{}`)))
+	assert.FileExists(t, marker, "a live sandbox's bundle is not ours to remove")
+	assert.Empty(t, calls(t, dir))
+}
+
+func TestRestoreDeadline(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+restore)
+	sleep 1000 &
+	echo $! > "$dir/child"
+	wait ;;
+esac`)
+	r := newTestRunner(t, bin, func(c *Config) { c.CallTimeout = 200 * time.Millisecond })
+
+	errc := make(chan error, 1)
+	go func() { errc <- r.Restore(context.Background(), "s1", t.TempDir(), []byte(`{}`)) }()
+	child := readPID(t, filepath.Join(dir, "child"))
+	killOnCleanup(t, child)
+
+	err := waitErr(t, errc)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NotErrorIs(t, err, ErrBadImage)
+	assert.NoDirExists(t, r.BundleDir("s1"))
+	require.Eventually(t, func() bool { return processGone(child) }, 2*time.Second, 10*time.Millisecond)
+}
+
+func TestRestoreFailureMessage(t *testing.T) {
+	// The sandbox shares runsc's log: a corrupt image makes it panic, and
+	// its stack may come after runsc's own message, which itself may go on
+	// over several lines.
+	log := strings.Join([]string{
+		"W1203 17:09:01.1 restore.go:1] something",
+		`starting container: restoring container "s1": failed to load kernel: error decoding from 0x249: EOF:`,
+		"goroutine 1 [running]:",
+		"panic({0x138ef60?, 0x53238d0?})",
+		"\t/root/go/pkg/mod/gvisor.dev/gvisor/pkg/urpc/urpc.go:472 +0x6b",
+		"",
+	}, "\n")
+	msg := restoreFailure(log)
+	assert.Equal(t, `starting container: restoring container "s1": failed to load kernel: error decoding from 0x249: EOF:`, msg)
+	assert.True(t, isBadImage(msg))
+	assert.Equal(t, "just the end", restoreFailure("a\njust the end\n"), "an unknown log gives its last line")
+}
+
+// The tests below run the real runsc (bin/runsc, `make runsc`) on the real
+// rootfs (build/rootfs, `make rootfs`), as root. Without them they skip,
+// except under CI=true where they fail: CI must exercise the real runtime.
+
+// realRunner returns a Runner on the real runsc with a state dir of its
+// own. Its cleanup deletes every container under that root, whatever the
+// test did, and unmounts what runsc left.
+func realRunner(t *testing.T) *Runner {
+	t.Helper()
+	repo, err := filepath.Abs("..")
+	require.NoError(t, err)
+	bin := filepath.Join(repo, "bin", "runsc")
+	rootfs := filepath.Join(repo, "build", "rootfs")
+	if missing := missingRealRuntime(bin, rootfs); missing != "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s (CI=true: the real runtime must be tested; run `make runsc rootfs` as root)", missing)
+		}
+		t.Skipf("%s (run `make runsc rootfs` as root to enable the real-runsc tests)", missing)
+	}
+	// A short path: runsc's unix sockets live under the root, and a test's
+	// TempDir (named after the test) could exceed the socket path limit.
+	state, err := os.MkdirTemp("", "sandpool-runsc-")
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, os.RemoveAll(state)) })
+	r, err := New(Config{Binary: bin, StateDir: state, Rootfs: rootfs, CallTimeout: 30 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := r.Reconcile(ctx)
+		assert.NoError(t, err, "deleting the test's containers")
+	})
+	return r
+}
+
+// missingRealRuntime names what the real-runsc tests lack, or "".
+func missingRealRuntime(bin, rootfs string) string {
+	if os.Geteuid() != 0 {
+		return "runsc needs root"
+	}
+	if info, err := os.Stat(bin); err != nil || info.Mode()&0o111 == 0 {
+		return "no runsc binary at " + bin
+	}
+	// `make rootfs` writes its markers last: a half-built rootfs lacks them.
+	for _, marker := range []string{".sandpool-rootfs", ".sandpool-stdio"} {
+		if _, err := os.Stat(filepath.Join(rootfs, marker)); err != nil {
+			return "no complete rootfs at " + rootfs
+		}
+	}
+	return ""
+}
+
+// realID is a fresh sandbox id: cgroups are named after ids whatever the
+// root, so ids must not collide with another test run; the random part
+// comes first, so one id is never a prefix of another (runsc matches ids
+// by prefix).
+func realID(t *testing.T, name string) string {
+	t.Helper()
+	var b [6]byte
+	f, err := os.Open("/dev/urandom")
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = io.ReadFull(f, b[:])
+	require.NoError(t, err)
+	return fmt.Sprintf("%x-%s", b, name)
+}
+
+// realShell runs a bash script in the sandbox and returns its stdout; it
+// must exit 0.
+func realShell(t *testing.T, r *Runner, id, script string) string {
+	t.Helper()
+	out, err := tryShell(r, id, script)
+	require.NoError(t, err, "script %q", script)
+	return out
+}
+
+// tryShell is realShell for conditions polled by require.Eventually, which
+// must not fail the test while they are not met yet.
+func tryShell(r *Runner, id, script string) (string, error) {
+	p, err := r.Exec(context.Background(), id, ProcessSpec{Args: []string{"/bin/bash", "-c", script}})
+	if err != nil {
+		return "", err
+	}
+	stderr := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(p.Stderr())
+		stderr <- b
+	}()
+	out, _ := io.ReadAll(p.Stdout())
+	errOut := <-stderr
+	code, err := p.Wait()
+	if err == nil && code != 0 {
+		err = fmt.Errorf("exit code %d: %s", code, errOut)
+	}
+	return string(out), err
+}
+
+// assertGone checks that nothing of sandbox id is left: no container, no
+// bundle, no sandbox process, no cgroup, no mount under the state dir but
+// the netns runsc keeps for the whole root.
+func assertGone(t *testing.T, r *Runner, id string) {
+	t.Helper()
+	ids, err := r.List(context.Background())
+	require.NoError(t, err)
+	assert.NotContains(t, ids, id, "runsc still lists the container")
+	assert.NoDirExists(t, r.BundleDir(id))
+	assert.Equal(t, 0, sandboxProcessOf(t, id), "a runsc-sandbox process of %s survived", id)
+	require.Eventually(t, func() bool {
+		dirs, err := filepath.Glob("/sys/fs/cgroup/*/" + id)
+		return err == nil && len(dirs) == 0
+	}, 5*time.Second, 20*time.Millisecond, "cgroups of %s are left", id)
+	mounts, err := MountsUnder(r.cfg.StateDir)
+	require.NoError(t, err)
+	for _, m := range mounts {
+		assert.Equal(t, filepath.Join(r.Root(), "null-netns"), m, "unexpected mount left")
+	}
+}
+
+// sandboxProcessOf finds a live runsc-sandbox process of id in /proc (0 if
+// none); zombies do not count.
+func sandboxProcessOf(t *testing.T, id string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if len(args) > 1 && args[0] == "runsc-sandbox" && args[len(args)-1] == id && !processGone(pid) {
+			return pid
+		}
+	}
+	return 0
+}
+
+// counterPy counts in memory and publishes "PID COUNT" atomically, so a
+// reader never sees a half-written file.
+const counterPy = `
+import os, sys, time
+path, n = sys.argv[1], 0
+while True:
+    n += 1
+    with open(path + ".tmp", "w") as f:
+        f.write("%d %d" % (os.getpid(), n))
+    os.rename(path + ".tmp", path)
+    time.sleep(0.01)
+`
+
+// readCounter returns the PID and count a counterPy publishes at path.
+func readCounter(t *testing.T, r *Runner, id, path string) (pid, n int) {
+	t.Helper()
+	pid, n, err := tryCounter(r, id, path)
+	require.NoError(t, err)
+	return pid, n
+}
+
+// tryCounter is readCounter for polled conditions: the counter may not
+// have published anything yet.
+func tryCounter(r *Runner, id, path string) (pid, n int, err error) {
+	out, err := tryShell(r, id, "cat "+path)
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := fmt.Sscanf(out, "%d %d", &pid, &n); err != nil {
+		return 0, 0, fmt.Errorf("counter file %q: %w", out, err)
+	}
+	return pid, n, nil
+}
+
+// startInitCounter starts counterPy as a child of the sandbox's init
+// process. gVisor's restore kills every process an exec session started
+// (and their descendants, which inherit that origin), so only what descends
+// from init survives; init only ever starts `sleep`, so the test puts a
+// wrapper there and kills init's current sleep, making init start the
+// counter.
+func startInitCounter(t *testing.T, r *Runner, id, path string) {
+	t.Helper()
+	realShell(t, r, id, `set -e
+cat > /root/counter.py <<'PY'
+`+counterPy+`
+PY
+cp /usr/bin/sleep /usr/bin/sleep.real
+cat > /usr/bin/sleep <<'SH'
+#!/bin/sh
+python3 /root/counter.py `+path+` </dev/null >/dev/null 2>&1 &
+exec /usr/bin/sleep.real "$@"
+SH
+chmod +x /usr/bin/sleep
+set +e
+for s in /proc/[0-9]*/stat; do
+	read -r pid comm state ppid rest < "$s" 2>/dev/null || continue
+	if [ "$ppid" = 1 ] && [ "$comm" = "(sleep)" ]; then kill -9 "$pid"; fi
+done`)
+}
+
+func TestRealCheckpointRestore(t *testing.T) {
+	r := realRunner(t)
+	ctx := context.Background()
+	id := realID(t, "ckpt")
+	require.NoError(t, r.Create(ctx, id, CreateOptions{}))
+
+	realShell(t, r, id, `echo in-tmp > /tmp/kept.txt && echo in-root > /root/kept.txt`)
+	startInitCounter(t, r, id, "/root/init-count")
+	// A background job of an execution, as client code would start one.
+	realShell(t, r, id, `nohup python3 /root/counter.py /root/exec-count </dev/null >/dev/null 2>&1 &`)
+	require.Eventually(t, func() bool {
+		_, initN, initErr := tryCounter(r, id, "/root/init-count")
+		_, execN, execErr := tryCounter(r, id, "/root/exec-count")
+		return initErr == nil && execErr == nil && initN > 5 && execN > 5
+	}, 10*time.Second, 50*time.Millisecond, "both counters run before the checkpoint")
+	execPID, _ := readCounter(t, r, id, "/root/exec-count")
+	initPID, before := readCounter(t, r, id, "/root/init-count")
+
+	config, err := os.ReadFile(filepath.Join(r.BundleDir(id), "config.json"))
+	require.NoError(t, err)
+	img := t.TempDir()
+	spec, err := r.Checkpoint(ctx, id, img)
+	require.NoError(t, err)
+	assert.Equal(t, config, spec)
+	assert.FileExists(t, filepath.Join(img, "checkpoint.img"))
+	require.Eventually(t, func() bool { return errors.Is(r.Alive(ctx, id), ErrSandboxDead) },
+		5*time.Second, 10*time.Millisecond, "the checkpoint stops the sandbox")
+	ids, err := r.List(ctx)
+	require.NoError(t, err)
+	assert.Contains(t, ids, id, "the container exists until Destroy")
+
+	// The same id comes back once the checkpointed container is destroyed.
+	require.NoError(t, r.Destroy(ctx, id))
+	assertGone(t, r, id)
+	require.NoError(t, r.Restore(ctx, id, img, spec))
+
+	// Restore returned: the sandbox runs, Alive and exec work.
+	require.NoError(t, r.Alive(ctx, id))
+	assert.Equal(t, "in-tmp\nin-root\n", realShell(t, r, id, "cat /tmp/kept.txt /root/kept.txt"))
+	pid, after := readCounter(t, r, id, "/root/init-count")
+	assert.Equal(t, initPID, pid, "the same process")
+	assert.GreaterOrEqual(t, after, before, "the count goes on from its memory, not from zero")
+	// The sandbox no longer needs the image.
+	require.NoError(t, os.RemoveAll(img))
+	require.Eventually(t, func() bool {
+		_, n, err := tryCounter(r, id, "/root/init-count")
+		return err == nil && n > after
+	}, 10*time.Second, 50*time.Millisecond, "the counter keeps counting after the restore")
+
+	// runsc kills every process an execution started when it restores:
+	// background jobs of executions do not survive a checkpoint.
+	require.Eventually(t, func() bool {
+		out, err := tryShell(r, id, fmt.Sprintf("test -e /proc/%d && echo alive || echo gone", execPID))
+		return err == nil && out == "gone\n"
+	}, 5*time.Second, 50*time.Millisecond, "a background job of an execution survived the restore (gVisor changed?)")
+
+	require.NoError(t, r.Destroy(ctx, id))
+	assertGone(t, r, id)
+}
+
+func TestRealRestoreFromSnapshotSandbox(t *testing.T) {
+	r := realRunner(t)
+	ctx := context.Background()
+
+	src := realID(t, "src")
+	require.NoError(t, r.Create(ctx, src, CreateOptions{}))
+	realShell(t, r, src, `echo from-snapshot > /root/snap.txt && echo snap-tmp > /tmp/snap.txt && rm /etc/issue`)
+	tarPath := filepath.Join(t.TempDir(), "snap.tar")
+	require.NoError(t, r.SnapshotFilesystem(ctx, src, tarPath))
+	require.NoError(t, r.Destroy(ctx, src))
+
+	// As the pool does: the annotation names an fd of ours that is closed
+	// (and the tar removed) once the sandbox runs.
+	tarFile, err := os.Open(tarPath)
+	require.NoError(t, err)
+	fdPath := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), tarFile.Fd())
+	child := realID(t, "child")
+	err = r.Create(ctx, child, CreateOptions{RootfsTar: fdPath})
+	require.NoError(t, tarFile.Close())
+	require.NoError(t, err)
+	require.NoError(t, os.Remove(tarPath))
+	realShell(t, r, child, `echo later > /root/later.txt`)
+
+	img := t.TempDir()
+	spec, err := r.Checkpoint(ctx, child, img)
+	require.NoError(t, err)
+	var checkpointed specs.Spec
+	require.NoError(t, json.Unmarshal(spec, &checkpointed))
+	assert.Equal(t, fdPath, checkpointed.Annotations[RootfsTarAnnotation])
+	require.NoError(t, r.Destroy(ctx, child))
+
+	restored := realID(t, "rest")
+	require.NoError(t, r.Restore(ctx, restored, img, spec))
+	data, err := os.ReadFile(filepath.Join(r.BundleDir(restored), "config.json"))
+	require.NoError(t, err)
+	var used specs.Spec
+	require.NoError(t, json.Unmarshal(data, &used))
+	assert.NotContains(t, used.Annotations, RootfsTarAnnotation)
+
+	assert.Equal(t, "from-snapshot\nsnap-tmp\nlater\nno issue\n",
+		realShell(t, r, restored, `cat /root/snap.txt /tmp/snap.txt /root/later.txt; test -e /etc/issue || echo no issue`),
+		"the snapshot's files, its deletions and later writes are all back")
+	// A restored sandbox can be snapshotted in turn.
+	require.NoError(t, r.SnapshotFilesystem(ctx, restored, filepath.Join(t.TempDir(), "again.tar")))
+
+	require.NoError(t, r.Destroy(ctx, restored))
+	assertGone(t, r, restored)
+}
+
+func TestRealRestoreBadImage(t *testing.T) {
+	r := realRunner(t)
+	ctx := context.Background()
+	id := realID(t, "good")
+	require.NoError(t, r.Create(ctx, id, CreateOptions{}))
+	good := t.TempDir()
+	spec, err := r.Checkpoint(ctx, id, good)
+	require.NoError(t, err)
+	require.NoError(t, r.Destroy(ctx, id))
+	entries, err := os.ReadDir(good)
+	require.NoError(t, err)
+	require.NotEmpty(t, entries)
+
+	garbage := func(path string) {
+		info, err := os.Stat(path)
+		require.NoError(t, err)
+		b := make([]byte, info.Size())
+		for i := range b {
+			b[i] = byte(i * 7)
+		}
+		require.NoError(t, os.WriteFile(path, b, 0o600))
+	}
+	truncate := func(name string, frac int64) func(string) {
+		return func(dir string) {
+			path := filepath.Join(dir, name)
+			info, err := os.Stat(path)
+			require.NoError(t, err)
+			require.NoError(t, os.Truncate(path, info.Size()*frac/2))
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(dir string) string // returns the image dir to restore
+		ok     bool
+	}{
+		{"intact copy restores", func(dir string) string { return dir }, true},
+		{"missing dir", func(dir string) string { return filepath.Join(dir, "nope") }, false},
+		{"empty dir", func(string) string { return t.TempDir() }, false},
+		{"a file, not a dir", func(dir string) string { return filepath.Join(dir, "checkpoint.img") }, false},
+		{"no state file", func(dir string) string {
+			require.NoError(t, os.Remove(filepath.Join(dir, "checkpoint.img")))
+			return dir
+		}, false},
+		{"empty state file", func(dir string) string { truncate("checkpoint.img", 0)(dir); return dir }, false},
+		{"half a state file", func(dir string) string { truncate("checkpoint.img", 1)(dir); return dir }, false},
+		{"garbage state file", func(dir string) string { garbage(filepath.Join(dir, "checkpoint.img")); return dir }, false},
+		{"half the pages", func(dir string) string { truncate("pages.img", 1)(dir); return dir }, false},
+		{"garbage pages metadata", func(dir string) string { garbage(filepath.Join(dir, "pages_meta.img")); return dir }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, e := range entries {
+				data, err := os.ReadFile(filepath.Join(good, e.Name()))
+				require.NoError(t, err)
+				require.NoError(t, os.WriteFile(filepath.Join(dir, e.Name()), data, 0o600))
+			}
+			img := tc.mutate(dir)
+			rid := realID(t, "bad")
+
+			err := r.Restore(ctx, rid, img, spec)
+			if tc.ok {
+				require.NoError(t, err)
+				assert.Equal(t, "ok\n", realShell(t, r, rid, "echo ok"))
+				require.NoError(t, r.Destroy(ctx, rid))
+			} else {
+				require.Error(t, err)
+				assert.ErrorIs(t, err, ErrBadImage)
+				assert.Contains(t, err.Error(), rid)
+			}
+			assertGone(t, r, rid)
+		})
+	}
+}
