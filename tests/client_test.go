@@ -38,12 +38,23 @@ const (
 	statusUnsupportedLang = "SANDBOX_EXECUTION_UNSUPPORTED_LANGUAGE_ERROR"
 	statusForceKilled     = "SANDBOX_EXECUTION_FORCE_KILLED"
 	statusStdinError      = "SANDBOX_STDIN_ERROR"
+	statusRestoring       = "SANDBOX_RESTORING"
+	statusRestoreError    = "SANDBOX_RESTORE_ERROR"
+	statusCheckpointing   = "SANDBOX_CHECKPOINTING"
+	statusCheckpointed    = "SANDBOX_CHECKPOINTED"
+	statusCheckpointError = "SANDBOX_CHECKPOINT_ERROR"
+	statusExecInProgress  = "SANDBOX_EXECUTION_IN_PROGRESS_ERROR"
+	statusPermission      = "SANDBOX_PERMISSION_DENIAL_ERROR"
+	statusNotFound        = "SANDBOX_NOT_FOUND"
+	statusInUse           = "SANDBOX_IN_USE"
+	statusLockRelease     = "SANDBOX_LOCK_RELEASE_REQUESTED"
 )
 
 // Close codes (protocol.md §7).
 const (
-	closeNormal = websocket.CloseNormalClosure // 1000
-	closeError  = 4000
+	closeNormal   = websocket.CloseNormalClosure // 1000
+	closeNotFound = websocket.CloseInternalServerErr // 1011
+	closeError    = 4000
 )
 
 // event is one server -> client message. raw keeps the frame for messages.
@@ -58,6 +69,8 @@ type event struct {
 	Reason       string `json:"reason"`
 	// Pool is "hit" or "miss" on the RUNNING of a create.
 	Pool string `json:"pool"`
+	// DroppedBytes is on the RUNNING that resumes a detached execution.
+	DroppedBytes int64 `json:"dropped_bytes"`
 
 	raw []byte
 }

@@ -339,3 +339,20 @@ func (l *logBuffer) tail(n int) string {
 	}
 	return s
 }
+
+// logged reports whether one line of the server's output contains every
+// part.
+func (l *logBuffer) logged(parts ...string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
