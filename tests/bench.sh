@@ -45,6 +45,11 @@ mkdir -p docs
 	echo "  pool (\`\"pool\":\"hit\"\`), X = the base rootfs or a 50 MiB snapshot; cold-create-X: the same request"
 	echo "  on a second server without pools. Both against raw create+start of the same spec (for the snapshot,"
 	echo "  with its tar). Before each sample the warm server has refilled its pool and is idle."
+	echo "* checkpoint: \`{\"action\":\"checkpoint\"}\` -> \`SANDBOX_CHECKPOINTED\` of an idle sandbox (runsc checkpoint into"
+	echo "  the checkpoint store, image and metadata fsynced, container deleted) vs \`runsc checkpoint --image-path\`"
+	echo "  + \`runsc delete --force\`."
+	echo "* restore: \`/attach\` -> \`SANDBOX_RUNNING\` of that checkpoint (WebSocket dial and token check included)"
+	echo "  vs one \`runsc restore --detach\`. Each side cycles one sandbox: restore, checkpoint, restore, ..."
 	echo "* In each snapshot/restore pair, which side runs first alternates every sample."
 	echo "* Target: sandpool adds at most 15% over raw runsc (ratio at most 1.15x)."
 	echo
