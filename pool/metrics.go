@@ -37,7 +37,7 @@ func newMetrics() *metrics {
 		}, []string{"result"}),
 		createSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sandpool_create_duration_seconds",
-			Help:    "Time runsc took to create and start a sandbox, by kind (warm: a refill, cold: for a waiting client).",
+			Help:    "Time runsc took to create and start a sandbox, by kind (warm: a refill, cold: for a waiting client, restore: from a checkpoint).",
 			Buckets: latencyBuckets,
 		}, []string{"kind"}),
 		createFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
