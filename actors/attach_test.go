@@ -26,6 +26,20 @@ func stepHandler(steps <-chan string) func(runsc.FakeExec) int {
 	}
 }
 
+// startStepping starts a sandbox running one execution whose output the
+// test writes through the returned channel (closing it ends the execution).
+func startStepping(t *testing.T, opts ...func(*Config)) (*harness, chan<- string) {
+	t.Helper()
+	rt := runsc.NewFake()
+	steps := make(chan string)
+	rt.Handler = stepHandler(steps)
+	h, err := start(t, rt, Settings{}, opts...)
+	require.NoError(t, err)
+	h.ref.Send(Execute{Language: "bash", Code: "x", HasCode: true})
+	assert.Equal(t, StatusExecRunning, h.sink.next(t).Status)
+	return h, steps
+}
+
 // attach sends an Attach and returns the sandbox's answer.
 func (h *harness) attach(t *testing.T, sink Sink, token string, replace Sink) AttachResult {
 	t.Helper()
@@ -105,13 +119,7 @@ func TestWarmSandboxCannotBeAttached(t *testing.T) {
 }
 
 func TestReconnectReplaysWhatTheClientMissed(t *testing.T) {
-	rt := runsc.NewFake()
-	steps := make(chan string)
-	rt.Handler = stepHandler(steps)
-	h, err := start(t, rt, Settings{})
-	require.NoError(t, err)
-	h.ref.Send(Execute{Language: "bash", Code: "x", HasCode: true})
-	assert.Equal(t, StatusExecRunning, h.sink.next(t).Status)
+	h, steps := startStepping(t)
 	steps <- "one\n"
 	assert.Equal(t, "one\n", h.sink.next(t).Data)
 
@@ -137,13 +145,7 @@ func TestReconnectReplaysWhatTheClientMissed(t *testing.T) {
 }
 
 func TestReconnectAfterTheExecutionEnded(t *testing.T) {
-	rt := runsc.NewFake()
-	steps := make(chan string)
-	rt.Handler = stepHandler(steps)
-	h, err := start(t, rt, Settings{})
-	require.NoError(t, err)
-	h.ref.Send(Execute{Language: "bash", Code: "x", HasCode: true})
-	h.sink.until(t, StatusExecRunning)
+	h, steps := startStepping(t)
 	h.detach(t, h.sink)
 	steps <- "late\n"
 	close(steps)
@@ -170,13 +172,7 @@ func TestReconnectAfterTheExecutionEnded(t *testing.T) {
 
 func TestReplayBufferDropsTheOldestOutput(t *testing.T) {
 	const limit, chunk, chunks = 16 << 10, 1000, 100
-	rt := runsc.NewFake()
-	steps := make(chan string)
-	rt.Handler = stepHandler(steps)
-	h, err := start(t, rt, Settings{}, func(c *Config) { c.ReplayBuffer = limit })
-	require.NoError(t, err)
-	h.ref.Send(Execute{Language: "bash", Code: "x", HasCode: true})
-	h.sink.until(t, StatusExecRunning)
+	h, steps := startStepping(t, func(c *Config) { c.ReplayBuffer = limit })
 	h.detach(t, h.sink)
 	var all strings.Builder
 	for i := 0; i < chunks; i++ {
