@@ -12,7 +12,6 @@ package checkpoints
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -27,6 +26,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandpool/sandpool/pool/internal/durable"
 )
 
 // Sentinel errors checked with errors.Is.
@@ -229,7 +230,7 @@ func (s *Store) Save(ctx context.Context, meta Meta, write func(ctx context.Cont
 	m.Spec = spec
 	m.RunscVersion = s.cfg.RunscVersion
 	// The random part keeps names unique even if the clock steps back.
-	m.Image = fmt.Sprintf("%s%d-%s", imagePrefix, now.UnixNano(), randomHex(4))
+	m.Image = fmt.Sprintf("%s%d-%s", imagePrefix, now.UnixNano(), durable.RandomHex(4))
 	m.ImageBytes = size
 	m.Checkpointed = now
 	// UTC, without a monotonic reading: what Load returns.
@@ -308,7 +309,7 @@ func syncImage(ctx context.Context, root string) (int64, error) {
 	}
 	// Deepest first, so each directory records entries that are durable.
 	for _, d := range slices.Backward(dirs) {
-		if err := syncDir(d); err != nil {
+		if err := durable.SyncDir(d); err != nil {
 			return 0, fmt.Errorf("fsync %s: %w", d, err)
 		}
 	}
@@ -345,25 +346,7 @@ func (s *Store) writeMeta(m Meta) (renamed bool, err error) {
 	if err := enc.Encode(m); err != nil {
 		return false, err
 	}
-	dir := s.sandboxDir(m.ID)
-	f, err := os.CreateTemp(dir, tmpPrefix+"meta-*.json")
-	if err != nil {
-		return false, err
-	}
-	_, err = f.Write(buf.Bytes())
-	if err == nil {
-		err = f.Sync()
-	}
-	if closeErr := f.Close(); err == nil {
-		err = closeErr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, metaFile))
-	}
-	if err != nil {
-		return false, errors.Join(err, ignoreNotExist(os.Remove(f.Name())))
-	}
-	return true, syncDir(dir)
+	return durable.WriteFile(filepath.Join(s.sandboxDir(m.ID), metaFile), buf.Bytes(), tmpPrefix+"meta-*.json")
 }
 
 // removeImagesExcept removes every image in dir but keep.
@@ -471,14 +454,14 @@ func (s *Store) Remove(id string) error {
 // deleted, then deletes it. The lock stays on the moved directory, which
 // keeps Clean away from it.
 func (s *Store) removeLocked(id string) error {
-	doomed := filepath.Join(s.cfg.Dir, tmpPrefix+"removed-"+id+"-"+randomHex(4))
+	doomed := filepath.Join(s.cfg.Dir, tmpPrefix+"removed-"+id+"-"+durable.RandomHex(4))
 	if err := os.Rename(s.sandboxDir(id), doomed); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
 		return fmt.Errorf("checkpoint %s: remove: %w", id, err)
 	}
-	if err := syncDir(s.cfg.Dir); err != nil {
+	if err := durable.SyncDir(s.cfg.Dir); err != nil {
 		return fmt.Errorf("checkpoint %s: remove: %w", id, err)
 	}
 	if err := os.RemoveAll(doomed); err != nil {
@@ -565,7 +548,7 @@ func (s *Store) Clean() ([]string, error) {
 		n := e.Name()
 		switch {
 		case strings.HasPrefix(n, tmpPrefix):
-			ok, err := removeUnlocked(filepath.Join(s.cfg.Dir, n))
+			ok, err := durable.RemoveUnlocked(filepath.Join(s.cfg.Dir, n))
 			if err != nil {
 				errs = append(errs, err)
 			} else if ok {
@@ -641,7 +624,7 @@ func (s *Store) lockSandbox(id string, create bool) (*os.File, error) {
 		if create {
 			err := os.Mkdir(dir, 0o700)
 			if err == nil {
-				err = syncDir(s.cfg.Dir)
+				err = durable.SyncDir(s.cfg.Dir)
 			} else if errors.Is(err, fs.ErrExist) {
 				err = nil
 			}
@@ -651,7 +634,7 @@ func (s *Store) lockSandbox(id string, create bool) (*os.File, error) {
 		}
 		f, err := os.Open(dir)
 		if err == nil {
-			if err = flock(f, unix.LOCK_EX); err == nil {
+			if err = durable.Flock(f, unix.LOCK_EX); err == nil {
 				if linked(f, dir) {
 					return f, nil
 				}
@@ -680,7 +663,7 @@ func (s *Store) tryLockSandbox(id string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
 	}
-	err = flock(f, unix.LOCK_EX|unix.LOCK_NB)
+	err = durable.Flock(f, unix.LOCK_EX|unix.LOCK_NB)
 	if err == nil && linked(f, dir) {
 		return f, nil
 	}
@@ -699,31 +682,6 @@ func linked(f *os.File, path string) bool {
 	}
 	now, err := os.Stat(path)
 	return err == nil && os.SameFile(open, now)
-}
-
-func flock(f *os.File, how int) error {
-	for {
-		if err := unix.Flock(int(f.Fd()), how); !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
-
-// removeUnlocked removes path unless another open file holds its lock (a
-// Remove still deleting it).
-func removeUnlocked(path string) (bool, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	if err := flock(f, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return false, nil
-	}
-	return true, os.RemoveAll(path)
 }
 
 // List returns the ids that have a checkpoint, sorted. Checkpoints that
@@ -753,31 +711,8 @@ func (s *Store) List() ([]string, error) {
 
 func (s *Store) sandboxDir(id string) string { return filepath.Join(s.cfg.Dir, id) }
 
-// syncDir makes renames in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // isNotExist also covers a path through a file where a directory should
 // be.
 func isNotExist(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR)
-}
-
-func ignoreNotExist(err error) error {
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -9,7 +9,6 @@ package snapshots
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -27,6 +26,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandpool/sandpool/pool/internal/durable"
 )
 
 // Sentinel errors checked with errors.Is.
@@ -149,7 +150,7 @@ func (s *Store) Create(ctx context.Context, name, source string, write WriteFunc
 		return Info{}, fmt.Errorf("snapshot %s: %w", name, err)
 	}
 	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := durable.Flock(lock, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return Info{}, fmt.Errorf("snapshot %s: lock: %w", name, err)
 	}
 
@@ -166,7 +167,7 @@ func (s *Store) Create(ctx context.Context, name, source string, write WriteFunc
 	}
 	info := Info{
 		Name:          name,
-		File:          name + versionSep + randomHex(8) + tarExt,
+		File:          name + versionSep + durable.RandomHex(8) + tarExt,
 		Size:          size,
 		SHA256:        sum,
 		Created:       time.Now().UTC(),
@@ -192,40 +193,29 @@ func (s *Store) commitVersion(tmpTar string, info Info) error {
 	if err := os.Rename(tmpTar, tarPath); err != nil {
 		return err
 	}
-	if err := s.writeSidecar(info); err != nil {
-		return errors.Join(err, os.Remove(tarPath))
-	}
-	if err := syncDir(s.cfg.Dir); err != nil {
+	if renamed, err := s.writeSidecar(info); err != nil {
+		// Once the sidecar names the new tar (only the directory's fsync
+		// failed), the tar must stay.
+		if !renamed {
+			err = errors.Join(err, os.Remove(tarPath))
+		}
 		return err
 	}
 	if oldErr == nil && old.File != info.File {
 		// Readers that opened the old tar keep it until they close it.
-		return ignoreNotExist(os.Remove(filepath.Join(s.cfg.Dir, old.File)))
+		return durable.IgnoreNotExist(os.Remove(filepath.Join(s.cfg.Dir, old.File)))
 	}
 	return nil
 }
 
-func (s *Store) writeSidecar(info Info) error {
+// writeSidecar replaces info's sidecar atomically and syncs the directory,
+// which also makes the tar's rename durable.
+func (s *Store) writeSidecar(info Info) (renamed bool, err error) {
 	data, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
-		return err
+		return false, err
 	}
-	f, err := os.CreateTemp(s.cfg.Dir, tmpPrefix+info.Name+"-*"+sidecarExt)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = f.Write(append(data, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), s.sidecarPath(info.Name))
-	}
-	if err != nil {
-		return errors.Join(err, ignoreNotExist(os.Remove(f.Name())))
-	}
-	return nil
+	return durable.WriteFile(s.sidecarPath(info.Name), append(data, '\n'), tmpPrefix+info.Name+"-*"+sidecarExt)
 }
 
 // followInterval is how often a growing tar is read while it is written.
@@ -433,9 +423,9 @@ func (s *Store) Remove(name string) error {
 	}
 	var rmErr error
 	if info.File != "" {
-		rmErr = ignoreNotExist(os.Remove(filepath.Join(s.cfg.Dir, info.File)))
+		rmErr = durable.IgnoreNotExist(os.Remove(filepath.Join(s.cfg.Dir, info.File)))
 	}
-	return errors.Join(rmErr, syncDir(s.cfg.Dir))
+	return errors.Join(rmErr, durable.SyncDir(s.cfg.Dir))
 }
 
 // Clean removes what interrupted snapshots left: temporary files and tars
@@ -471,7 +461,7 @@ func (s *Store) Clean() ([]string, error) {
 		if !(orphan || strings.HasPrefix(n, tmpPrefix)) || !(e.Type().IsRegular() || e.IsDir()) {
 			continue
 		}
-		ok, err := removeUnlocked(filepath.Join(s.cfg.Dir, n))
+		ok, err := durable.RemoveUnlocked(filepath.Join(s.cfg.Dir, n))
 		if err != nil {
 			errs = append(errs, err)
 		} else if ok {
@@ -485,46 +475,6 @@ func (s *Store) Clean() ([]string, error) {
 // it for a leftover.
 const orphanAge = time.Minute
 
-// removeUnlocked removes path (a file or a directory) unless another open
-// file holds its lock (a snapshot being written).
-func removeUnlocked(path string) (bool, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return false, nil // being written
-	}
-	return true, os.RemoveAll(path)
-}
-
 func (s *Store) sidecarPath(name string) string {
 	return filepath.Join(s.cfg.Dir, name+sidecarExt)
-}
-
-// syncDir makes renames in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-func ignoreNotExist(err error) error {
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
