@@ -213,32 +213,29 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, reloads <-chan o
 // interrupted by a crash left there.
 func openSnapshots(cfg Config, binary string, log zerolog.Logger) (*snapshots.Store, error) {
 	store, err := snapshots.New(snapshots.Config{Dir: cfg.FilesystemSnapshotPath, RunscVersion: runsc.PinnedVersion(binary)})
-	if err != nil {
-		return nil, err
-	}
-	removed, err := store.Clean()
-	if len(removed) > 0 {
-		log.Warn().Strs("files", removed).Msg("removed files of interrupted snapshots")
-	}
-	if err != nil {
-		return nil, err
-	}
-	return store, nil
+	return cleanOpened(store, err, "snapshots", log)
 }
 
 // openCheckpoints opens the checkpoint directory and removes what
 // checkpoints interrupted by a crash left there.
 func openCheckpoints(cfg Config, binary string, log zerolog.Logger) (*checkpoints.Store, error) {
 	store, err := checkpoints.New(checkpoints.Config{Dir: cfg.CheckpointPath, RunscVersion: runsc.PinnedVersion(binary)})
+	return cleanOpened(store, err, "checkpoints", log)
+}
+
+// cleanOpened takes a store's New results and, if it opened, cleans what
+// interrupted operations (what, for the log) left in it.
+func cleanOpened[S interface{ Clean() ([]string, error) }](store S, err error, what string, log zerolog.Logger) (S, error) {
+	var none S
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	removed, err := store.Clean()
 	if len(removed) > 0 {
-		log.Warn().Strs("files", removed).Msg("removed files of interrupted checkpoints")
+		log.Warn().Strs("files", removed).Msg("removed files of interrupted " + what)
 	}
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	return store, nil
 }
