@@ -8,11 +8,12 @@ RUNSC := $(CURDIR)/bin/runsc
 ROOTFS := $(CURDIR)/build/rootfs
 STATE_DIR ?= $(CURDIR)/var
 SANDPOOL := $(CURDIR)/bin/sandpool
+AGENT := $(CURDIR)/bin/sandpool-agent
 CONFIG ?= $(CURDIR)/cmd/sandpool/sandpool.yaml
 # Debian's mirror as this machine's own apt sources name it (never hard-coded).
 DEBIAN_MIRROR ?= $(shell awk '/^URIs:/ {print $$2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || awk '/^deb / {print $$2; exit}' /etc/apt/sources.list)
 
-.PHONY: all build runsc rootfs deps run test vet fmt-check bench clean
+.PHONY: all build runsc agent rootfs deps run test vet fmt-check bench clean
 
 all: build
 
@@ -33,7 +34,7 @@ $(RUNSC):
 # A Debian bookworm minbase with python3 and bash, built once. The placeholder
 # in /tmp keeps /tmp inside the root overlay (runsc mounts its own tmpfs over
 # an empty /tmp, and files there would escape filesystem snapshots).
-rootfs: $(ROOTFS)/.sandpool-rootfs $(ROOTFS)/.sandpool-stdio
+rootfs: $(ROOTFS)/.sandpool-rootfs $(ROOTFS)/.sandpool-stdio $(ROOTFS)/.sandpool/agent
 $(ROOTFS)/.sandpool-rootfs:
 	command -v debootstrap >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap)
 	rm -rf $(ROOTFS) $(ROOTFS).tmp
@@ -61,6 +62,26 @@ $(ROOTFS)/.sandpool-stdio: runsc/rootfs/sandpool_stdio.py $(ROOTFS)/.sandpool-ro
 		grep -qx 'import sandpool_stdio' "$$site" 2>/dev/null || echo 'import sandpool_stdio' >> "$$site"; \
 	done
 	touch $@
+
+# sandpool-agent, every sandbox's init and the relay of every execution
+# (runsc/agent), static so it runs in any rootfs.
+agent: $(AGENT)
+$(AGENT): $(shell find cmd/sandpool-agent runsc/agent -name '*.go' -not -name '*_test.go' 2>/dev/null) go.mod go.sum
+	mkdir -p $(CURDIR)/bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $@ ./cmd/sandpool-agent
+
+# /.sandpool/agent is a symlink to agent-<sha256 prefix>, switched by rename.
+# Versions are never rewritten nor removed: running sandboxes map their
+# init's file, and a restored checkpoint maps it again by its path, so an
+# older checkpoint keeps the init it was taken with.
+$(ROOTFS)/.sandpool/agent: $(AGENT) $(ROOTFS)/.sandpool-rootfs
+	set -e; dir=$(ROOTFS)/.sandpool; v=agent-$$(sha256sum $(AGENT) | cut -c1-12); \
+	mkdir -p $$dir; \
+	if ! cmp -s $(AGENT) $$dir/$$v; then \
+		install -m 0755 $(AGENT) $$dir/$$v.tmp; mv -f $$dir/$$v.tmp $$dir/$$v; \
+	fi; \
+	touch $$dir/$$v; \
+	ln -sfn $$v $@.tmp; mv -Tf $@.tmp $@
 
 deps: runsc rootfs
 
