@@ -56,11 +56,14 @@ func (r *Runner) Checkpoint(ctx context.Context, id, imageDir string) ([]byte, e
 // a created sandbox. On failure nothing is left behind; a missing or
 // unreadable image gives an error matching ErrBadImage.
 //
-// The sandbox's memory and files come back, and so do the processes that
-// descend from its init process; gVisor kills every process an execution
-// started (background jobs included: they inherit the exec origin) while
-// restoring. The image is not needed once Restore returned, and one image
-// can be restored any number of times, under any id.
+// The sandbox's memory and files come back, and so do its processes:
+// gVisor kills only the processes of exec origin while restoring, which
+// are the agent's relays (runsc exec's processes); the programs of
+// executions, and the background jobs they left, are init's descendants
+// (see execSpec). An execution still running at the checkpoint ended then
+// on the host; init kills its program's group when the restore kills its
+// relay. The image is not needed once Restore returned, and one image can
+// be restored any number of times, under any id.
 //
 // ctx bounds the call as for Checkpoint.
 func (r *Runner) Restore(ctx context.Context, id, imageDir string, spec []byte) (err error) {

@@ -26,7 +26,7 @@ func (r *Runner) Exec(ctx context.Context, id string, spec ProcessSpec) (Process
 	name := nextExecName()
 	specPath := filepath.Join(bundle, name+".json")
 	pidPath := filepath.Join(bundle, name+".pid")
-	if err := writeJSON(specPath, processSpec(spec)); err != nil {
+	if err := writeJSON(specPath, execSpec(spec)); err != nil {
 		return nil, fmt.Errorf("exec in sandbox %s: %w", id, err)
 	}
 	p, err := r.startProcess(id, specPath, pidPath)
@@ -166,7 +166,8 @@ func (p *cliProcess) Wait() (int, error) {
 
 // Kill signals the process group inside the sandbox: runsc exec makes every
 // executed process the leader of a new session and group, so the in-sandbox
-// pid is the group id.
+// pid is the group id. That process is the agent's relay: when it dies,
+// init SIGKILLs the program's own process group (see execSpec).
 func (p *cliProcess) Kill(ctx context.Context) error {
 	pgid, err := p.sandboxPID(ctx)
 	if err != nil {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandpool/sandpool/runsc/agent"
 )
 
 // Config configures a Runner.
@@ -49,10 +51,14 @@ type Runner struct {
 
 var _ Runtime = (*Runner)(nil)
 
-// New checks cfg and creates the runner's state directories.
+// New checks cfg (the rootfs must hold the sandpool agent) and creates the
+// runner's state directories.
 func New(cfg Config) (*Runner, error) {
 	if !filepath.IsAbs(cfg.Binary) || !filepath.IsAbs(cfg.StateDir) || !filepath.IsAbs(cfg.Rootfs) {
 		return nil, fmt.Errorf("runsc: binary, state dir and rootfs must be absolute paths")
+	}
+	if err := CheckRootfs(cfg.Rootfs); err != nil {
+		return nil, err
 	}
 	if cfg.Platform == "" {
 		cfg.Platform = "systrap"
@@ -73,6 +79,20 @@ func New(cfg Config) (*Runner, error) {
 		}
 	}
 	return r, nil
+}
+
+// CheckRootfs fails with ErrNoAgent when rootfs lacks the sandpool agent,
+// every sandbox's init (a rootfs built before the agent existed).
+func CheckRootfs(rootfs string) error {
+	path := filepath.Join(rootfs, agent.Path)
+	info, err := os.Stat(path)
+	if err == nil && (!info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0) {
+		err = errors.New("not an executable file")
+	}
+	if err != nil {
+		return fmt.Errorf("runsc: rootfs %s: %w at %s (%v): run `make rootfs` to install it", rootfs, ErrNoAgent, agent.Path, err)
+	}
+	return nil
 }
 
 // Root is runsc's --root directory, the source of truth for what exists.

@@ -18,6 +18,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sandpool/sandpool/runsc/agent"
 )
 
 // These tests run the Runner against a shell script standing in for runsc.
@@ -66,9 +68,18 @@ func fakeRunsc(t *testing.T, body string) (bin, dir string) {
 	return writeScript(t, dir, "runsc", fmt.Sprintf(fakeRunscHeader, dir)+body+"\n"), dir
 }
 
+// fakeRootfs is a rootfs that passes New's check: it holds an agent.
+func fakeRootfs(t *testing.T) string {
+	t.Helper()
+	rootfs := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(rootfs, filepath.Dir(agent.Path)), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(rootfs, agent.Path), []byte("#!/bin/sh\n"), 0o755))
+	return rootfs
+}
+
 func newTestRunner(t *testing.T, bin string, mod func(*Config)) *Runner {
 	t.Helper()
-	cfg := Config{Binary: bin, StateDir: t.TempDir(), Rootfs: t.TempDir(), CallTimeout: 5 * time.Second}
+	cfg := Config{Binary: bin, StateDir: t.TempDir(), Rootfs: fakeRootfs(t), CallTimeout: 5 * time.Second}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -156,7 +167,7 @@ func TestNewRejectsRelativePaths(t *testing.T) {
 
 func TestNewCreatesStateDirsAndDefaults(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "nested", "state")
-	r, err := New(Config{Binary: "/bin/true", StateDir: state, Rootfs: "/srv/rootfs"})
+	r, err := New(Config{Binary: "/bin/true", StateDir: state, Rootfs: fakeRootfs(t)})
 	require.NoError(t, err)
 
 	assert.Equal(t, filepath.Join(state, "runsc"), r.Root())
@@ -167,6 +178,27 @@ func TestNewCreatesStateDirsAndDefaults(t *testing.T) {
 	assert.Equal(t, "none", r.cfg.Network)
 	assert.Positive(t, r.cfg.CallTimeout)
 	assert.Positive(t, r.cfg.OutputDrain)
+}
+
+// A rootfs without the agent (built before it existed) cannot run a
+// sandbox: New says what to do.
+func TestNewRequiresTheAgent(t *testing.T) {
+	noAgent := t.TempDir()
+	notExecutable := fakeRootfs(t)
+	require.NoError(t, os.Chmod(filepath.Join(notExecutable, agent.Path), 0o644))
+	isDir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(isDir, agent.Path), 0o755))
+	for name, rootfs := range map[string]string{"missing": noAgent, "not executable": notExecutable, "a directory": isDir} {
+		t.Run(name, func(t *testing.T) {
+			state := t.TempDir()
+			_, err := New(Config{Binary: "/bin/true", StateDir: state, Rootfs: rootfs})
+			require.Error(t, err)
+			assert.ErrorIs(t, err, ErrNoAgent)
+			assert.Contains(t, err.Error(), "make rootfs")
+			assert.Contains(t, err.Error(), rootfs)
+			assert.NoDirExists(t, filepath.Join(state, "runsc"), "nothing is created")
+		})
+	}
 }
 
 func TestGlobalFlagsComeFirst(t *testing.T) {
@@ -358,7 +390,7 @@ esac`)
 	require.NoError(t, json.Unmarshal(data, &spec))
 	assert.Equal(t, r.cfg.Rootfs, spec.Root.Path)
 	assert.Contains(t, spec.Process.Env, "FOO=bar")
-	assert.Equal(t, "/bin/sh", spec.Process.Args[0])
+	assert.Equal(t, []string{agent.Path, "init"}, spec.Process.Args)
 }
 
 func TestCreateFailureCleansUp(t *testing.T) {
@@ -500,7 +532,8 @@ esac`)
 	require.NoError(t, err)
 	var spec specs.Process
 	require.NoError(t, json.Unmarshal(data, &spec))
-	assert.Equal(t, []string{"python3", "-c", "print('hi')"}, spec.Args)
+	// runsc exec starts the agent's relay, which has init run the program.
+	assert.Equal(t, []string{agent.Path, "run", "--", "python3", "-c", "print('hi')"}, spec.Args)
 	assert.Equal(t, "/root", spec.Cwd)
 	assert.Contains(t, spec.Env, "X=1")
 
@@ -1175,7 +1208,7 @@ func missingRealRuntime(bin, rootfs string) string {
 		return "no runsc binary at " + bin
 	}
 	// `make rootfs` writes its markers last: a half-built rootfs lacks them.
-	for _, marker := range []string{".sandpool-rootfs", ".sandpool-stdio"} {
+	for _, marker := range []string{".sandpool-rootfs", ".sandpool-stdio", agent.Path} {
 		if _, err := os.Stat(filepath.Join(rootfs, marker)); err != nil {
 			return "no complete rootfs at " + rootfs
 		}
@@ -1272,8 +1305,9 @@ func sandboxProcessOf(t *testing.T, id string) int {
 	return 0
 }
 
-// counterPy counts in memory and publishes "PID COUNT" atomically, so a
-// reader never sees a half-written file.
+// counterPy counts in memory and publishes "PID COUNT" every 50 ms,
+// atomically, so a reader never sees a half-written file. It has no single
+// quote: it goes in a shell's single-quoted argument.
 const counterPy = `
 import os, sys, time
 path, n = sys.argv[1], 0
@@ -1282,7 +1316,7 @@ while True:
     with open(path + ".tmp", "w") as f:
         f.write("%d %d" % (os.getpid(), n))
     os.rename(path + ".tmp", path)
-    time.sleep(0.01)
+    time.sleep(0.05)
 `
 
 // readCounter returns the PID and count a counterPy publishes at path.
@@ -1306,32 +1340,6 @@ func tryCounter(r *Runner, id, path string) (pid, n int, err error) {
 	return pid, n, nil
 }
 
-// startInitCounter starts counterPy as a child of the sandbox's init
-// process. gVisor's restore kills every process an exec session started
-// (and their descendants, which inherit that origin), so only what descends
-// from init survives; init only ever starts `sleep`, so the test puts a
-// wrapper there and kills init's current sleep, making init start the
-// counter.
-func startInitCounter(t *testing.T, r *Runner, id, path string) {
-	t.Helper()
-	realShell(t, r, id, `set -e
-cat > /root/counter.py <<'PY'
-`+counterPy+`
-PY
-cp /usr/bin/sleep /usr/bin/sleep.real
-cat > /usr/bin/sleep <<'SH'
-#!/bin/sh
-python3 /root/counter.py `+path+` </dev/null >/dev/null 2>&1 &
-exec /usr/bin/sleep.real "$@"
-SH
-chmod +x /usr/bin/sleep
-set +e
-for s in /proc/[0-9]*/stat; do
-	read -r pid comm state ppid rest < "$s" 2>/dev/null || continue
-	if [ "$ppid" = 1 ] && [ "$comm" = "(sleep)" ]; then kill -9 "$pid"; fi
-done`)
-}
-
 func TestRealCheckpointRestore(t *testing.T) {
 	r := realRunner(t)
 	ctx := context.Background()
@@ -1339,16 +1347,25 @@ func TestRealCheckpointRestore(t *testing.T) {
 	require.NoError(t, r.Create(ctx, id, CreateOptions{}))
 
 	realShell(t, r, id, `echo in-tmp > /tmp/kept.txt && echo in-root > /root/kept.txt`)
-	startInitCounter(t, r, id, "/root/init-count")
-	// A background job of an execution, as client code would start one.
-	realShell(t, r, id, `nohup python3 /root/counter.py /root/exec-count </dev/null >/dev/null 2>&1 &`)
+	// A background job of an execution, as client code starts one. gVisor
+	// kills every process of exec origin on restore; the agent's init
+	// started this one, so it is not.
+	realShell(t, r, id, `nohup python3 -c '`+counterPy+`' /tmp/count >/dev/null 2>&1 &`)
 	require.Eventually(t, func() bool {
-		_, initN, initErr := tryCounter(r, id, "/root/init-count")
-		_, execN, execErr := tryCounter(r, id, "/root/exec-count")
-		return initErr == nil && execErr == nil && initN > 5 && execN > 5
-	}, 10*time.Second, 50*time.Millisecond, "both counters run before the checkpoint")
-	execPID, _ := readCounter(t, r, id, "/root/exec-count")
-	initPID, before := readCounter(t, r, id, "/root/init-count")
+		_, n, err := tryCounter(r, id, "/tmp/count")
+		return err == nil && n > 5
+	}, 10*time.Second, 50*time.Millisecond, "the counter runs before the checkpoint")
+	// An execution still running when the checkpoint stops the sandbox.
+	running, err := r.Exec(ctx, id, ProcessSpec{Args: []string{"bash", "-c", `echo $$ > /tmp/running.pid; sleep 1000 & exec sleep 1001`}})
+	require.NoError(t, err)
+	go func() { _, _ = io.Copy(io.Discard, running.Stderr()) }()
+	go func() { _, _ = io.Copy(io.Discard, running.Stdout()) }()
+	require.Eventually(t, func() bool {
+		_, err := tryShell(r, id, "test -s /tmp/running.pid")
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond)
+	runningPID := strings.TrimSpace(realShell(t, r, id, "cat /tmp/running.pid"))
+	counterPID, before := readCounter(t, r, id, "/tmp/count")
 
 	config, err := os.ReadFile(filepath.Join(r.BundleDir(id), "config.json"))
 	require.NoError(t, err)
@@ -1362,31 +1379,155 @@ func TestRealCheckpointRestore(t *testing.T) {
 	ids, err := r.List(ctx)
 	require.NoError(t, err)
 	assert.Contains(t, ids, id, "the container exists until Destroy")
+	// The running execution ended with the sandbox.
+	_ = waitProc(t, running)
 
 	// The same id comes back once the checkpointed container is destroyed.
 	require.NoError(t, r.Destroy(ctx, id))
 	assertGone(t, r, id)
 	require.NoError(t, r.Restore(ctx, id, img, spec))
 
-	// Restore returned: the sandbox runs, Alive and exec work.
+	// Restore returned: the sandbox runs, Alive and exec work (init still
+	// serves its socket).
 	require.NoError(t, r.Alive(ctx, id))
 	assert.Equal(t, "in-tmp\nin-root\n", realShell(t, r, id, "cat /tmp/kept.txt /root/kept.txt"))
-	pid, after := readCounter(t, r, id, "/root/init-count")
-	assert.Equal(t, initPID, pid, "the same process")
+	pid, after := readCounter(t, r, id, "/tmp/count")
+	assert.Equal(t, counterPID, pid, "the same process")
 	assert.GreaterOrEqual(t, after, before, "the count goes on from its memory, not from zero")
 	// The sandbox no longer needs the image.
 	require.NoError(t, os.RemoveAll(img))
 	require.Eventually(t, func() bool {
-		_, n, err := tryCounter(r, id, "/root/init-count")
+		_, n, err := tryCounter(r, id, "/tmp/count")
 		return err == nil && n > after
 	}, 10*time.Second, 50*time.Millisecond, "the counter keeps counting after the restore")
 
-	// runsc kills every process an execution started when it restores:
-	// background jobs of executions do not survive a checkpoint.
+	// The execution that was running is over: its relay died with the
+	// restore, and init killed the program's group, as kill_process would.
 	require.Eventually(t, func() bool {
-		out, err := tryShell(r, id, fmt.Sprintf("test -e /proc/%d && echo alive || echo gone", execPID))
+		out, err := tryShell(r, id, "test -e /proc/"+runningPID+" && echo alive || echo gone")
 		return err == nil && out == "gone\n"
-	}, 5*time.Second, 50*time.Millisecond, "a background job of an execution survived the restore (gVisor changed?)")
+	}, 5*time.Second, 50*time.Millisecond, "an execution running at the checkpoint survived the restore")
+	// Executions after the restore start background jobs that live on too.
+	realShell(t, r, id, `nohup sleep 1000 >/dev/null 2>&1 & echo $! > /tmp/later.pid`)
+	time.Sleep(100 * time.Millisecond)
+	assert.Equal(t, "alive\n", realShell(t, r, id, `test -e /proc/$(cat /tmp/later.pid) && echo alive`))
+
+	require.NoError(t, r.Destroy(ctx, id))
+	assertGone(t, r, id)
+}
+
+// Executions go through the agent: exit codes, output, stdin, signal
+// deaths, kill_process, a missing command and `kill 1` behave as when
+// runsc exec ran the program itself.
+func TestRealExecSemantics(t *testing.T) {
+	r := realRunner(t)
+	ctx := context.Background()
+	id := realID(t, "exec")
+	require.NoError(t, r.Create(ctx, id, CreateOptions{}))
+
+	run := func(spec ProcessSpec, stdin string) (stdout, stderr string, code int) {
+		t.Helper()
+		p, err := r.Exec(ctx, id, spec)
+		require.NoError(t, err)
+		go func() {
+			_, _ = io.WriteString(p.Stdin(), stdin)
+			_ = p.Stdin().Close()
+		}()
+		stdout, stderr = readBoth(t, p)
+		return stdout, stderr, waitProc(t, p)
+	}
+
+	t.Run("output and code", func(t *testing.T) {
+		stdout, stderr, code := run(ProcessSpec{Args: []string{"bash", "-c", "echo out; echo err >&2; exit 3"}}, "")
+		assert.Equal(t, "out\n", stdout)
+		assert.Equal(t, "err\n", stderr)
+		assert.Equal(t, 3, code)
+	})
+	t.Run("env cwd and utf-8", func(t *testing.T) {
+		stdout, _, code := run(ProcessSpec{
+			Args: []string{"python3", "-c", `import os; print(os.getcwd(), os.environ["X"], os.environ["HOME"], "héllo ✓")`},
+			Env:  []string{"X=1"}, Cwd: "/tmp",
+		}, "")
+		assert.Equal(t, "/tmp 1 /root héllo ✓\n", stdout)
+		assert.Equal(t, 0, code)
+	})
+	t.Run("stdin", func(t *testing.T) {
+		stdout, _, code := run(ProcessSpec{Args: []string{"cat"}}, "hello\nworld\n")
+		assert.Equal(t, "hello\nworld\n", stdout)
+		assert.Equal(t, 0, code)
+	})
+	t.Run("large output", func(t *testing.T) {
+		const size = 5 << 20
+		stdout, _, code := run(ProcessSpec{Args: []string{"python3", "-c", fmt.Sprintf("import sys; sys.stdout.write('x' * %d)", size)}}, "")
+		assert.Equal(t, 0, code)
+		assert.Equal(t, size, len(stdout))
+	})
+	t.Run("code larger than execve takes", func(t *testing.T) {
+		// Over 128 KiB in one argument: runsc exec runs it without the
+		// relay, since init's execve would refuse it.
+		code := strings.Repeat("x = 1\n", 40000) + "print('big')"
+		stdout, stderr, code2 := run(ProcessSpec{Args: []string{"python3", "-c", code}}, "")
+		assert.Equal(t, "big\n", stdout, stderr)
+		assert.Equal(t, 0, code2)
+		// The largest argument execve takes goes through the relay.
+		edge := "print('edge')\n#"
+		edge += strings.Repeat("x", execMaxElemSize-1-len(edge))
+		require.Equal(t, agent.Path, execSpec(ProcessSpec{Args: []string{"python3", "-c", edge}}).Args[0])
+		stdout, stderr, code2 = run(ProcessSpec{Args: []string{"python3", "-c", edge}}, "")
+		assert.Equal(t, "edge\n", stdout, stderr)
+		assert.Equal(t, 0, code2)
+	})
+	t.Run("signal death", func(t *testing.T) {
+		_, _, code := run(ProcessSpec{Args: []string{"bash", "-c", "kill -9 $$"}}, "")
+		assert.Equal(t, 137, code)
+		_, _, code = run(ProcessSpec{Args: []string{"python3", "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"}}, "")
+		assert.Equal(t, 143, code, "the program does not inherit init's signal handling")
+	})
+	t.Run("command not found", func(t *testing.T) {
+		stdout, stderr, code := run(ProcessSpec{Args: []string{"no-such-command"}}, "")
+		assert.Equal(t, 127, code)
+		assert.Empty(t, stdout)
+		assert.Contains(t, stderr, "no-such-command: command not found")
+	})
+	t.Run("kill kills the group", func(t *testing.T) {
+		p, err := r.Exec(ctx, id, ProcessSpec{Args: []string{"bash", "-c", `sleep 1000 & echo $! > /tmp/bg.pid; echo $$ > /tmp/fg.pid; exec sleep 1001`}})
+		require.NoError(t, err)
+		done := make(chan string, 1)
+		go func() {
+			stdout, _ := readBoth(t, p)
+			done <- stdout
+		}()
+		require.Eventually(t, func() bool {
+			_, err := tryShell(r, id, "test -s /tmp/bg.pid && test -s /tmp/fg.pid")
+			return err == nil
+		}, 10*time.Second, 20*time.Millisecond)
+		pids := strings.Fields(realShell(t, r, id, "cat /tmp/fg.pid /tmp/bg.pid"))
+		require.Len(t, pids, 2)
+		killCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		require.NoError(t, p.Kill(killCtx))
+		assert.Equal(t, 137, waitProc(t, p))
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the output of a killed execution never ended")
+		}
+		require.Eventually(t, func() bool {
+			out, err := tryShell(r, id, fmt.Sprintf("for p in %s %s; do test -e /proc/$p && echo $p; done; true", pids[0], pids[1]))
+			return err == nil && out == ""
+		}, 5*time.Second, 50*time.Millisecond, "the program or its background job survived kill")
+	})
+	t.Run("kill 1 and orphans", func(t *testing.T) {
+		_, _, code := run(ProcessSpec{Args: []string{"bash", "-c", "for s in TERM INT HUP QUIT USR1 USR2 PIPE ALRM CHLD; do kill -$s 1; done"}}, "")
+		assert.Equal(t, 0, code)
+		// Orphans of finished executions are reaped: no zombie lingers.
+		realShell(t, r, id, "for i in 1 2 3; do (sleep 0.1 &) ; done")
+		time.Sleep(500 * time.Millisecond)
+		out := realShell(t, r, id, `grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null; true`)
+		assert.Empty(t, out, "zombies")
+		require.NoError(t, r.Alive(ctx, id))
+		assert.Equal(t, "ok\n", realShell(t, r, id, "echo ok"))
+	})
 
 	require.NoError(t, r.Destroy(ctx, id))
 	assertGone(t, r, id)

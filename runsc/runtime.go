@@ -22,6 +22,9 @@ var (
 	// ErrBadImage means a checkpoint image is missing, incomplete or
 	// unreadable.
 	ErrBadImage = errors.New("checkpoint image cannot be restored")
+	// ErrNoAgent means the rootfs lacks sandpool-agent, which every
+	// sandbox runs as its init and every execution through.
+	ErrNoAgent = errors.New("no sandpool agent")
 )
 
 // RootfsTarError is a Create that failed because runsc could not unpack

@@ -2,6 +2,8 @@ package runsc
 
 import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandpool/sandpool/runsc/agent"
 )
 
 // RootfsTarAnnotation names the tar runsc unpacks into a new sandbox's
@@ -11,12 +13,12 @@ const RootfsTarAnnotation = "dev.gvisor.tar.rootfs.upper"
 // defaultCwd is where executions start unless they ask for another cwd.
 const defaultCwd = "/root"
 
-// initScript is the sandbox's main process. It only keeps the container
-// alive and reaps orphans: `wait` collects any child, so background jobs
-// left by killed executions never linger as zombies. It ignores every
-// catchable signal: in gVisor a signal to PID 1 from inside the sandbox
-// (`kill 1` in user code) otherwise stops the whole sandbox.
-const initScript = `trap '' HUP INT QUIT TERM USR1 USR2 ALRM PIPE; while :; do sleep 2147483647 & wait; done`
+// initArgs run the sandbox's main process, sandpool-agent's init (make
+// rootfs installs it at agent.Path). It keeps the container alive, reaps
+// orphans, ignores every catchable signal (in gVisor a signal to PID 1 from
+// inside the sandbox, `kill 1` in user code, otherwise stops the whole
+// sandbox) and starts the programs of executions (see execSpec).
+var initArgs = []string{agent.Path, "init"}
 
 // BaseEnv is the environment every process in a sandbox starts with.
 var BaseEnv = []string{
@@ -59,7 +61,7 @@ func BuildSpec(cfg SpecConfig) *specs.Spec {
 	return &specs.Spec{
 		Version: specs.Version,
 		Process: processSpec(ProcessSpec{
-			Args: []string{"/bin/sh", "-c", initScript},
+			Args: initArgs,
 			Env:  cfg.Env,
 		}),
 		// Writable from the sandbox's point of view; the overlay keeps every
@@ -84,8 +86,51 @@ func BuildSpec(cfg SpecConfig) *specs.Spec {
 	}
 }
 
-// processSpec is the OCI process for an execution: root inside the sandbox,
-// the base environment with overrides, and /root as the default cwd.
+// execSpec is the OCI process `runsc exec` starts for an execution: the
+// agent's relay, which has init start p's program with the relay's
+// environment, cwd and stdio. gVisor kills every process of exec origin
+// when it restores a checkpoint; init's children are not, so background
+// jobs of executions survive a checkpoint and restore. The relay exits
+// with the program's code, and its death (runsc kill) kills the program's
+// process group.
+//
+// An argv or environment too large for execve inside the sandbox (code of
+// more than 128 KiB in one argument) runs as runsc exec runs it, without
+// the relay: runsc starts a process without execve's limits, init cannot.
+// Such an execution behaves the same, except that its background jobs die
+// on a restore.
+func execSpec(p ProcessSpec) *specs.Process {
+	proc := processSpec(p)
+	if !fitsExecve(proc.Args) || !fitsExecve(proc.Env) {
+		return proc
+	}
+	proc.Args = append([]string{agent.Path, "run", "--"}, p.Args...)
+	return proc
+}
+
+// gVisor's execve limits (pkg/sentry/syscalls/linux: ExecMaxElemSize and
+// ExecMaxTotalSize), which Linux shares: a string's length with its NUL,
+// and the sum of those over argv or over the environment.
+const (
+	execMaxElemSize  = 32 * 4096
+	execMaxTotalSize = 2 << 20
+)
+
+// fitsExecve reports whether v passes execve's limits inside the sandbox.
+func fitsExecve(v []string) bool {
+	total := 0
+	for _, s := range v {
+		if len(s)+1 > execMaxElemSize {
+			return false
+		}
+		total += len(s) + 1
+	}
+	return total <= execMaxTotalSize
+}
+
+// processSpec is the OCI process of a sandbox's init or an execution: root
+// inside the sandbox, the base environment with overrides, and /root as
+// the default cwd.
 func processSpec(p ProcessSpec) *specs.Process {
 	cwd := p.Cwd
 	if cwd == "" {

@@ -7,6 +7,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sandpool/sandpool/runsc/agent"
 )
 
 // envMap turns "K=V" entries into a map, failing on duplicate keys: a
@@ -56,12 +58,10 @@ func TestBuildSpec(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{"/proc", "/dev", "/sys"}, mounts)
 
-	// The init process only keeps the container alive.
+	// The agent is init: it keeps the container alive, reaps orphans and
+	// starts the executions' programs.
 	require.NotNil(t, spec.Process)
-	require.Len(t, spec.Process.Args, 3)
-	assert.Equal(t, "/bin/sh", spec.Process.Args[0])
-	assert.Equal(t, "-c", spec.Process.Args[1])
-	assert.Contains(t, spec.Process.Args[2], "wait", "init must reap orphans")
+	assert.Equal(t, []string{agent.Path, "init"}, spec.Process.Args)
 	assert.Equal(t, defaultCwd, spec.Process.Cwd)
 
 	env := envMap(t, spec.Process.Env)
@@ -87,6 +87,44 @@ func TestBuildSpecHostname(t *testing.T) {
 
 func TestBuildSpecNoAnnotations(t *testing.T) {
 	assert.Empty(t, BuildSpec(SpecConfig{Rootfs: "/r"}).Annotations)
+}
+
+// An execution runs the agent's relay, with the program's argv after "--"
+// and the program's env and cwd.
+func TestExecSpec(t *testing.T) {
+	in := ProcessSpec{Args: []string{"bash", "-c", "echo hi"}, Env: []string{"A=1"}, Cwd: "/tmp"}
+	p := execSpec(in)
+	assert.Equal(t, []string{agent.Path, "run", "--", "bash", "-c", "echo hi"}, p.Args)
+	assert.Equal(t, "/tmp", p.Cwd)
+	assert.Equal(t, "1", envMap(t, p.Env)["A"])
+	assert.Equal(t, []string{"bash", "-c", "echo hi"}, in.Args, "the caller's args are not modified")
+	assert.Equal(t, "/root", execSpec(ProcessSpec{Args: []string{"x"}}).Cwd)
+}
+
+// What execve inside the sandbox refuses runs without the relay, as runsc
+// exec ran every execution before the agent.
+func TestExecSpecTooLargeForExecve(t *testing.T) {
+	fits := strings.Repeat("x", execMaxElemSize-1)
+	tooLong := fits + "x"
+	for _, tc := range []struct {
+		name  string
+		in    ProcessSpec
+		relay bool
+	}{
+		{"largest argument", ProcessSpec{Args: []string{"python3", "-c", fits}}, true},
+		{"argument too long", ProcessSpec{Args: []string{"python3", "-c", tooLong}}, false},
+		{"argv too large", ProcessSpec{Args: []string{"python3", "-c", fits, fits, fits, fits, fits, fits, fits, fits, fits, fits, fits, fits, fits, fits, fits, fits}}, false},
+		{"env value too long", ProcessSpec{Args: []string{"true"}, Env: []string{"BIG=" + fits}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := execSpec(tc.in)
+			if tc.relay {
+				assert.Equal(t, append([]string{agent.Path, "run", "--"}, tc.in.Args...), p.Args)
+			} else {
+				assert.Equal(t, tc.in.Args, p.Args)
+			}
+		})
+	}
 }
 
 func TestProcessSpec(t *testing.T) {
