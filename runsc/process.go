@@ -1,6 +1,7 @@
 package runsc
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,10 +28,11 @@ func (r *Runner) Exec(ctx context.Context, id string, spec ProcessSpec) (Process
 	name := nextExecName()
 	specPath := filepath.Join(bundle, name+".json")
 	pidPath := filepath.Join(bundle, name+".pid")
-	if err := writeJSON(specPath, execSpec(spec)); err != nil {
+	proc := execSpec(spec)
+	if err := writeJSON(specPath, proc); err != nil {
 		return nil, fmt.Errorf("exec in sandbox %s: %w", id, err)
 	}
-	p, err := r.startProcess(id, specPath, pidPath)
+	p, err := r.startProcess(id, specPath, pidPath, usesRelay(proc))
 	if err != nil {
 		_ = os.Remove(specPath)
 		return nil, fmt.Errorf("exec in sandbox %s: %w", id, err)
@@ -37,7 +40,9 @@ func (r *Runner) Exec(ctx context.Context, id string, spec ProcessSpec) (Process
 	return p, nil
 }
 
-func (r *Runner) startProcess(id, specPath, pidPath string) (*cliProcess, error) {
+// startProcess runs runsc exec. With status, the process is the agent's
+// relay and gets a status pipe as its fd 3 (see execStatus).
+func (r *Runner) startProcess(id, specPath, pidPath string, status bool) (*cliProcess, error) {
 	stdinR, stdinW, err := pipe(childReads)
 	if err != nil {
 		return nil, err
@@ -52,14 +57,30 @@ func (r *Runner) startProcess(id, specPath, pidPath string) (*cliProcess, error)
 		closeAll(stdinR, stdinW, stdoutR, stdoutW)
 		return nil, err
 	}
-	cmd := r.command("exec", "--process="+specPath, "--internal-pid-file="+pidPath, id)
+	ours := []*os.File{stdinW, stdoutR, stderrR}
+	theirs := []*os.File{stdinR, stdoutW, stderrW}
+	args := []string{"exec", "--process=" + specPath, "--internal-pid-file=" + pidPath}
+	var statusR, statusW *os.File
+	if status {
+		if statusR, statusW, err = pipe(childWrites); err != nil {
+			closeAll(append(ours, theirs...)...)
+			return nil, err
+		}
+		ours, theirs = append(ours, statusR), append(theirs, statusW)
+		// ExtraFiles[0] is runsc's fd 3, which it hands on as the relay's.
+		args = append(args, fmt.Sprintf("--pass-fd=3:%d", relayStatusFD))
+	}
+	cmd := r.command(append(args, id)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, stdoutW, stderrW
+	if statusW != nil {
+		cmd.ExtraFiles = []*os.File{statusW}
+	}
 	if err := cmd.Start(); err != nil {
-		closeAll(stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW)
+		closeAll(append(ours, theirs...)...)
 		return nil, err
 	}
 	// The child has its copies; ours would keep the pipes open forever.
-	closeAll(stdinR, stdoutW, stderrW)
+	closeAll(theirs...)
 
 	p := &cliProcess{
 		runner:  r,
@@ -71,10 +92,19 @@ func (r *Runner) startProcess(id, specPath, pidPath string) (*cliProcess, error)
 		stderr:  &drainReader{f: stderrR},
 		exited:  make(chan struct{}),
 	}
-	// The one goroutine that waits for runsc exec.
+	if statusR != nil {
+		p.status = newExecStatus(statusR)
+	}
+	// The one goroutine that waits for runsc exec, then for the program
+	// when the relay went first.
 	go func() {
 		err := cmd.Wait()
 		p.exitCode = exitCode(cmd, err)
+		if p.status != nil {
+			if code, ok := p.status.afterExec(statusGrace); ok {
+				p.exitCode, err = code, nil
+			}
+		}
 		if p.exitCode < 0 {
 			p.waitErr = err
 		}
@@ -145,6 +175,7 @@ type cliProcess struct {
 	stdin   *os.File
 	stdout  *drainReader
 	stderr  *drainReader
+	status  *execStatus // nil without the agent's relay
 
 	exited   chan struct{}
 	exitCode int
@@ -164,12 +195,12 @@ func (p *cliProcess) Wait() (int, error) {
 	return p.exitCode, nil
 }
 
-// Kill signals the process group inside the sandbox: runsc exec makes every
-// executed process the leader of a new session and group, so the in-sandbox
-// pid is the group id. That process is the agent's relay: when it dies,
-// init SIGKILLs the program's own process group (see execSpec).
+// Kill signals the program's process group inside the sandbox: the agent's
+// init starts every program as the leader of a new session and group, and
+// reports its pid on the status pipe; without the relay, runsc exec does
+// the same for the process it starts, whose pid it writes to the pid file.
 func (p *cliProcess) Kill(ctx context.Context) error {
-	pgid, err := p.sandboxPID(ctx)
+	pgid, err := p.programPID(ctx)
 	if err != nil {
 		return err
 	}
@@ -188,8 +219,27 @@ func (p *cliProcess) Kill(ctx context.Context) error {
 	return nil
 }
 
-// sandboxPID waits for runsc exec to report the in-sandbox pid; 0 means the
-// process exited before that mattered.
+// programPID waits for the in-sandbox pid of the program; 0 means the
+// execution ended before that mattered.
+func (p *cliProcess) programPID(ctx context.Context) (int, error) {
+	if p.status != nil {
+		select {
+		case <-p.status.known:
+			if pid := p.status.programPID(); pid != 0 {
+				return pid, nil
+			}
+			// "direct": the relay became the program (pid file).
+		case <-p.exited:
+			return 0, nil
+		case <-ctx.Done():
+			return 0, fmt.Errorf("kill in sandbox %s: pid not known yet: %w", p.id, ctx.Err())
+		}
+	}
+	return p.sandboxPID(ctx)
+}
+
+// sandboxPID waits for runsc exec to report the in-sandbox pid of the
+// process it started; 0 means the process exited before that mattered.
 func (p *cliProcess) sandboxPID(ctx context.Context) (int, error) {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -265,4 +315,85 @@ func (d *drainReader) readBuffered(b []byte) (int, error) {
 		return 0, cerr
 	}
 	return n, rerr
+}
+
+// relayStatusFD is the relay's fd of the status pipe.
+const relayStatusFD = 3
+
+// statusGrace is how long a status line may trail runsc exec's exit.
+const statusGrace = 50 * time.Millisecond
+
+// execStatus reads the status pipe the agent reports an execution on:
+// "pid N" once the program runs, "exit N" once it exited, "direct" when the
+// relay runs the program itself (no agent init); empty lines mean nothing.
+//
+// The relay is one process among others in the sandbox, and user code may
+// kill it (`kill -9 -1` spares only init and the caller): runsc exec then
+// exits, but the program runs on, and the execution lasts until the
+// status pipe reports its exit.
+type execStatus struct {
+	f     *os.File
+	known chan struct{} // closed on "pid" or "direct"
+	done  chan struct{} // closed once the reader stopped
+
+	mu     sync.Mutex
+	pid    int
+	code   int
+	exited bool
+}
+
+func newExecStatus(f *os.File) *execStatus {
+	s := &execStatus{f: f, known: make(chan struct{}), done: make(chan struct{})}
+	go s.read()
+	return s
+}
+
+func (s *execStatus) read() {
+	defer close(s.done)
+	defer s.f.Close()
+	br := bufio.NewReader(s.f)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return // EOF, or the grace after runsc exec's exit ran out
+		}
+		word, arg, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		n, nerr := strconv.Atoi(arg)
+		s.mu.Lock()
+		switch {
+		case word == "pid" && nerr == nil && n > 0 && s.pid == 0:
+			s.pid = n
+			// The execution now lasts until its exit report.
+			_ = s.f.SetReadDeadline(time.Time{})
+			close(s.known)
+		case word == "exit" && nerr == nil:
+			s.code, s.exited = n, true
+		case word == "direct" && s.pid == 0:
+			s.pid = -1
+			close(s.known)
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *execStatus) programPID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(s.pid, 0)
+}
+
+// afterExec waits, once runsc exec exited, for what the status pipe still
+// has to say: the program's exit code when it runs under init, or nothing
+// (it never started, or the relay ran it itself), once the lines trailing
+// runsc exec's exit had grace to arrive.
+func (s *execStatus) afterExec(grace time.Duration) (code int, ok bool) {
+	s.mu.Lock()
+	if s.pid <= 0 {
+		_ = s.f.SetReadDeadline(time.Now().Add(grace))
+	}
+	s.mu.Unlock()
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.code, s.exited
 }

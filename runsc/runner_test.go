@@ -533,13 +533,13 @@ esac`)
 	var spec specs.Process
 	require.NoError(t, json.Unmarshal(data, &spec))
 	// runsc exec starts the agent's relay, which has init run the program.
-	assert.Equal(t, []string{agent.Path, "run", "--", "python3", "-c", "print('hi')"}, spec.Args)
+	assert.Equal(t, []string{agent.Path, "run", "--status-fd=3", "--", "python3", "-c", "print('hi')"}, spec.Args)
 	assert.Equal(t, "/root", spec.Cwd)
 	assert.Contains(t, spec.Env, "X=1")
 
 	got := subcommands(t, r, dir)
 	require.Len(t, got, 1)
-	assert.Regexp(t, `^exec --process=\S+\.json --internal-pid-file=\S+\.pid s1$`, got[0])
+	assert.Regexp(t, `^exec --process=\S+\.json --internal-pid-file=\S+\.pid --pass-fd=3:3 s1$`, got[0])
 
 	// The per-execution files do not pile up in the bundle.
 	require.Eventually(t, func() bool {
@@ -585,13 +585,16 @@ func TestExecStdin(t *testing.T) {
 }
 
 func TestExecKill(t *testing.T) {
-	// exec reports its pid like runsc does, then runs until killed; kill
-	// records its arguments and kills the group, as runsc kill --pgid does.
+	// exec reports its pid like runsc does and the program's on the status
+	// pipe like the agent does (the same here), then runs until killed;
+	// kill records its arguments and kills the group, as runsc kill --pgid
+	// does.
 	bin, dir := fakeRunsc(t, `
 case "$cmd" in
 exec)
 	echo $$ > "$pidfile"
-	exec sleep 1000 ;;
+	echo "pid $$" >&3
+	exec sleep 1000 3>&- ;;
 kill)
 	echo "$@" > "$dir/kill-args"
 	kill -9 -"$pgid" ;;
@@ -612,6 +615,88 @@ esac`)
 	// Killing what already exited is not an error, even when runsc kill
 	// fails because the group is gone.
 	require.NoError(t, p.Kill(ctx))
+}
+
+// The program's pid comes from the agent's status pipe: Kill signals the
+// program's group, not the relay's ("direct": the relay became the
+// program, whose pid is in the pid file).
+func TestExecKillTargetsTheProgram(t *testing.T) {
+	for _, tc := range []struct {
+		name, status, want string
+	}{
+		{"relay", `echo "pid 4242" >&3`, "--pgid=4242 s1 KILL\n"},
+		{"direct", `echo direct >&3`, "--pgid=$$ s1 KILL\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, dir := fakeRunsc(t, `
+case "$cmd" in
+exec)
+	echo $$ > "$pidfile"
+	echo $$ > "$dir/exec-pid"
+	echo "--pgid=$$ s1 KILL" > "$dir/want-direct"
+	`+tc.status+`
+	exec sleep 1000 3>&- ;;
+kill)
+	echo "$@" > "$dir/kill-args"
+	kill -9 $(cat "$dir/exec-pid") ;;
+esac`)
+			r := newTestRunner(t, bin, nil)
+			p := startExec(t, r, ProcessSpec{Args: []string{"sleep"}})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			require.NoError(t, p.Kill(ctx))
+			waitProc(t, p)
+			args, err := os.ReadFile(filepath.Join(dir, "kill-args"))
+			require.NoError(t, err)
+			want := tc.want
+			if tc.name == "direct" {
+				data, err := os.ReadFile(filepath.Join(dir, "want-direct"))
+				require.NoError(t, err)
+				want = string(data)
+			}
+			assert.Equal(t, want, string(args))
+		})
+	}
+}
+
+// User code may kill the relay (`kill -9 -1`): runsc exec exits, but the
+// program runs on, and the execution ends with the exit the status pipe
+// reports; its output arrives in full.
+func TestExecOutlivesItsRelay(t *testing.T) {
+	bin, _ := fakeRunsc(t, `
+case "$cmd" in
+exec)
+	echo "pid 4242" >&3
+	(sleep 0.3; echo late; echo "exit 5" >&3) &
+	exit 137 ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+	p := startExec(t, r, ProcessSpec{Args: []string{"x"}})
+	begin := time.Now()
+	stdout, _ := readBoth(t, p)
+	assert.Equal(t, 5, waitProc(t, p))
+	assert.Equal(t, "late\n", stdout)
+	assert.GreaterOrEqual(t, time.Since(begin), 300*time.Millisecond)
+}
+
+// Without a "pid" report (the program never started, or a runtime without
+// the agent), the status pipe has nothing to say: runsc exec's code
+// stands, even while an orphan holds the pipe.
+func TestExecWithoutStatusReports(t *testing.T) {
+	bin, _ := fakeRunsc(t, `
+case "$cmd" in
+exec)
+	sleep 1000 &
+	echo $! > "$(dirname "$pidfile")/orphan"
+	exit 127 ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+	p := startExec(t, r, ProcessSpec{Args: []string{"x"}})
+	killOnCleanup(t, readPID(t, filepath.Join(r.BundleDir("s1"), "orphan")))
+	go readBoth(t, p)
+	begin := time.Now()
+	assert.Equal(t, 127, waitProc(t, p))
+	assert.Less(t, time.Since(begin), time.Second)
 }
 
 func TestExecKillBeforePidKnown(t *testing.T) {
@@ -1516,6 +1601,15 @@ func TestRealExecSemantics(t *testing.T) {
 			out, err := tryShell(r, id, fmt.Sprintf("for p in %s %s; do test -e /proc/$p && echo $p; done; true", pids[0], pids[1]))
 			return err == nil && out == ""
 		}, 5*time.Second, 50*time.Millisecond, "the program or its background job survived kill")
+	})
+	t.Run("kill -9 -1 kills all but init and the caller", func(t *testing.T) {
+		// The relay dies with everything else; the execution goes on and
+		// ends with its own code, as when runsc exec ran it directly.
+		realShell(t, r, id, `nohup sleep 1000 >/dev/null 2>&1 & echo $! > /tmp/victim.pid`)
+		stdout, stderr, code := run(ProcessSpec{Args: []string{"bash", "-c", "kill -9 -1; sleep 0.2; echo sent; exit 4"}}, "")
+		assert.Equal(t, "sent\n", stdout, stderr)
+		assert.Equal(t, 4, code)
+		assert.Equal(t, "gone\n", realShell(t, r, id, `test -e /proc/$(cat /tmp/victim.pid) && echo alive || echo gone`))
 	})
 	t.Run("kill 1 and orphans", func(t *testing.T) {
 		_, _, code := run(ProcessSpec{Args: []string{"bash", "-c", "for s in TERM INT HUP QUIT USR1 USR2 PIPE ALRM CHLD; do kill -$s 1; done"}}, "")

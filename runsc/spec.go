@@ -1,6 +1,8 @@
 package runsc
 
 import (
+	"fmt"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sandpool/sandpool/runsc/agent"
@@ -91,8 +93,9 @@ func BuildSpec(cfg SpecConfig) *specs.Spec {
 // environment, cwd and stdio. gVisor kills every process of exec origin
 // when it restores a checkpoint; init's children are not, so background
 // jobs of executions survive a checkpoint and restore. The relay exits
-// with the program's code, and its death (runsc kill) kills the program's
-// process group.
+// with the program's code; init reports the program's pid and exit on a
+// status pipe (fd 3), so the host kills the program's group itself and an
+// execution outlives a relay killed by user code.
 //
 // An argv or environment too large for execve inside the sandbox (code of
 // more than 128 KiB in one argument) runs as runsc exec runs it, without
@@ -104,8 +107,13 @@ func execSpec(p ProcessSpec) *specs.Process {
 	if !fitsExecve(proc.Args) || !fitsExecve(proc.Env) {
 		return proc
 	}
-	proc.Args = append([]string{agent.Path, "run", "--"}, p.Args...)
+	proc.Args = append([]string{agent.Path, "run", fmt.Sprintf("--status-fd=%d", relayStatusFD), "--"}, p.Args...)
 	return proc
+}
+
+// usesRelay reports whether proc is the agent's relay (see execSpec).
+func usesRelay(proc *specs.Process) bool {
+	return len(proc.Args) > 0 && proc.Args[0] == agent.Path
 }
 
 // gVisor's execve limits (pkg/sentry/syscalls/linux: ExecMaxElemSize and

@@ -94,7 +94,8 @@ func TestBuildSpecNoAnnotations(t *testing.T) {
 func TestExecSpec(t *testing.T) {
 	in := ProcessSpec{Args: []string{"bash", "-c", "echo hi"}, Env: []string{"A=1"}, Cwd: "/tmp"}
 	p := execSpec(in)
-	assert.Equal(t, []string{agent.Path, "run", "--", "bash", "-c", "echo hi"}, p.Args)
+	assert.Equal(t, []string{agent.Path, "run", "--status-fd=3", "--", "bash", "-c", "echo hi"}, p.Args)
+	assert.True(t, usesRelay(p))
 	assert.Equal(t, "/tmp", p.Cwd)
 	assert.Equal(t, "1", envMap(t, p.Env)["A"])
 	assert.Equal(t, []string{"bash", "-c", "echo hi"}, in.Args, "the caller's args are not modified")
@@ -119,10 +120,11 @@ func TestExecSpecTooLargeForExecve(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := execSpec(tc.in)
 			if tc.relay {
-				assert.Equal(t, append([]string{agent.Path, "run", "--"}, tc.in.Args...), p.Args)
+				assert.Equal(t, append([]string{agent.Path, "run", "--status-fd=3", "--"}, tc.in.Args...), p.Args)
 			} else {
 				assert.Equal(t, tc.in.Args, p.Args)
 			}
+			assert.Equal(t, tc.relay, usesRelay(p))
 		})
 	}
 }

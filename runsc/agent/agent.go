@@ -13,15 +13,25 @@
 //
 // The relay only holds the program's place on the host: it drops its stdio
 // once the program runs (output reaches EOF when the program and its
-// children close it), exits with the program's code (128+signal for a
-// signal death), and when it dies first (`runsc kill --pgid` of the relay)
-// init SIGKILLs the program's whole process group.
+// children close it) and exits with the program's code (128+signal for a
+// signal death). When it dies first and the host cannot learn the
+// program's fate any more (no status pipe, or a restore, which kills every
+// relay and leaves the host's pipes behind) init SIGKILLs the program's
+// whole process group.
 //
 // Protocol, over one stream connection per execution: the relay sends one
-// frame holding a Request, with its fds 0, 1, 2 attached to the first
-// byte; init answers a frame {"pid":N} once the program runs, or
-// {"error":msg,"code":127} when it cannot start, then {"exited":true,
-// "code":N} when it exits. A frame is a 4-byte big-endian length and JSON.
+// frame holding a Request, with its fds 0, 1, 2 (and the status pipe, if it
+// has one) attached to the first byte; init answers a frame {"pid":N} once
+// the program runs, or {"error":msg,"code":127} when it cannot start, then
+// {"exited":true,"code":N} when it exits. A frame is a 4-byte big-endian
+// length and JSON.
+//
+// The status pipe (`agent run --status-fd=N`) is the host's own view of
+// the execution, in lines: init writes "pid N" once the program runs and
+// "exit N" once it exited; a relay that runs the program itself (no agent
+// init) writes "direct"; empty lines mean nothing. The host kills the
+// program's group by that pid, and an execution whose relay was killed by
+// user code goes on.
 //
 // Keep the protocol backward compatible: a sandbox restored from a
 // checkpoint keeps the init it was taken with (make rootfs keeps every

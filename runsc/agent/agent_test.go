@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,9 +43,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "init:", err)
 		os.Exit(1)
 	case "run":
-		os.Exit(Run(name, os.Args[1:], false))
+		os.Exit(Run(os.Args[1:], Options{Socket: name, StatusFD: -1}))
+	case "run-status": // the status pipe is fd 3
+		os.Exit(Run(os.Args[1:], Options{Socket: name, StatusFD: 3}))
 	case "run-fallback":
-		os.Exit(Run(name, os.Args[1:], true))
+		os.Exit(Run(os.Args[1:], Options{Socket: name, StatusFD: -1, Fallback: true}))
+	case "run-fallback-status":
+		os.Exit(Run(os.Args[1:], Options{Socket: name, StatusFD: 3, Fallback: true}))
 	}
 	os.Exit(m.Run())
 }
@@ -94,15 +99,45 @@ type relay struct {
 // is fed from stdin, when not nil.
 func startRelay(t *testing.T, role, name string, stdin *string, argv ...string) *relay {
 	t.Helper()
+	r := newRelay(role, name, stdin, argv...)
+	require.NoError(t, r.cmd.Start())
+	t.Cleanup(func() { _ = r.cmd.Process.Kill() })
+	return r
+}
+
+func newRelay(role, name string, stdin *string, argv ...string) *relay {
 	r := &relay{cmd: exec.Command(os.Args[0], argv...)}
 	r.cmd.Env = append(os.Environ(), roleEnv+"="+role, socketEnv+"="+name, noExitSleep)
 	if stdin != nil {
 		r.cmd.Stdin = strings.NewReader(*stdin)
 	}
 	r.cmd.Stdout, r.cmd.Stderr = &r.stdout, &r.stderr
-	require.NoError(t, r.cmd.Start())
-	t.Cleanup(func() { _ = r.cmd.Process.Kill() })
 	return r
+}
+
+// startStatusRelay starts a relay with a status pipe (its fd 3) and
+// returns the pipe's read end.
+func startStatusRelay(t *testing.T, role, name string, argv ...string) (*relay, *os.File) {
+	t.Helper()
+	r := newRelay(role, name, nil, argv...)
+	pr, pw, err := os.Pipe()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pr.Close() })
+	r.cmd.ExtraFiles = []*os.File{pw}
+	require.NoError(t, r.cmd.Start())
+	require.NoError(t, pw.Close())
+	t.Cleanup(func() { _ = r.cmd.Process.Kill() })
+	return r, pr
+}
+
+// readStatus reads the status pipe to EOF (which comes once init and the
+// relay closed it) and returns its lines, empty ones included.
+func readStatus(t *testing.T, status *os.File) []string {
+	t.Helper()
+	require.NoError(t, status.SetReadDeadline(time.Now().Add(10*time.Second)))
+	data, err := io.ReadAll(status)
+	require.NoError(t, err, "the status pipe reached EOF")
+	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
 }
 
 // wait returns the relay's exit code (-1 for a signal death) once it
@@ -348,6 +383,89 @@ func TestRelayFallsBackWithoutAgent(t *testing.T) {
 	assert.Equal(t, "sandpool-no-such-command: command not found\n", r.stderr.String())
 }
 
+// With a status pipe, init reports the program's pid (the host kills its
+// group by it) and exit code there.
+func TestStatusPipe(t *testing.T) {
+	name, _ := startInit(t)
+	r, status := startStatusRelay(t, "run-status", name, "sh", "-c", "echo $$; exit 3")
+	assert.Equal(t, 3, r.wait(t))
+	lines := readStatus(t, status)
+	assert.Equal(t, []string{"pid " + strings.TrimSpace(r.stdout.String()), "exit 3"}, lines)
+
+	// The program never gets the status pipe.
+	r, status = startStatusRelay(t, "run-status", name, "sh", "-c", "for fd in 3 4 5; do test -e /proc/$$/fd/$fd && echo leaked $fd; done; true")
+	assert.Equal(t, 0, r.wait(t))
+	assert.Empty(t, r.stdout.String())
+	readStatus(t, status)
+
+	// A program that cannot start reports nothing there.
+	r, status = startStatusRelay(t, "run-status", name, "sandpool-no-such-command")
+	assert.Equal(t, 127, r.wait(t))
+	assert.Equal(t, []string{""}, readStatus(t, status))
+}
+
+// The host kills an execution by the pid on the status pipe: the program's
+// group dies, and the relay exits 128+9 like the program.
+func TestKillByStatusPid(t *testing.T) {
+	name, _ := startInit(t)
+	dir := t.TempDir()
+	r, status := startStatusRelay(t, "run-status", name, "sh", "-c",
+		fmt.Sprintf(`sleep 1000 & echo $! > %[1]s/bg.tmp && mv %[1]s/bg.tmp %[1]s/bg; exec sleep 1001`, dir))
+	bg := readPID(t, filepath.Join(dir, "bg"))
+	t.Cleanup(func() { _ = syscall.Kill(bg, syscall.SIGKILL) })
+	line := make([]byte, 64)
+	n, err := status.Read(line)
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(string(line[:n]), "pid ")))
+	require.NoError(t, err, "%q", line[:n])
+	require.NoError(t, syscall.Kill(-pid, syscall.SIGKILL))
+	assert.Equal(t, 137, r.wait(t))
+	assert.Equal(t, []string{"exit 137"}, readStatus(t, status))
+	require.Eventually(t, func() bool { return processGone(bg) }, 5*time.Second, 5*time.Millisecond)
+}
+
+// User code may kill the relay (`kill -9 -1` spares only init and the
+// caller): with a status pipe the host still reads, the execution goes on
+// and reports its own exit there.
+func TestKilledRelayWithStatusPipe(t *testing.T) {
+	name, _ := startInit(t)
+	dir := t.TempDir()
+	r, status := startStatusRelay(t, "run-status", name, "sh", "-c",
+		fmt.Sprintf(`while [ ! -e %[1]s/go ]; do sleep 0.01; done; echo carried on; exit 7`, dir))
+	first := make([]byte, 64)
+	n, err := status.Read(first)
+	require.NoError(t, err)
+	assert.Regexp(t, `^pid \d+\n$`, string(first[:n]))
+	require.NoError(t, r.cmd.Process.Signal(syscall.SIGKILL))
+	_, _ = r.cmd.Process.Wait()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go"), nil, 0o644))
+	assert.Equal(t, []string{"", "exit 7"}, readStatus(t, status), "a probe, then the exit")
+}
+
+// After a restore the host's status pipe is gone: a relay killed then
+// takes its program's group down, as when nobody reads the status pipe.
+func TestKilledRelayWithDeadStatusPipe(t *testing.T) {
+	name, _ := startInit(t)
+	dir := t.TempDir()
+	r, status := startStatusRelay(t, "run-status", name, "sh", "-c",
+		fmt.Sprintf(`echo $$ > %[1]s/fg.tmp && mv %[1]s/fg.tmp %[1]s/fg; exec sleep 1000`, dir))
+	fg := readPID(t, filepath.Join(dir, "fg"))
+	t.Cleanup(func() { _ = syscall.Kill(fg, syscall.SIGKILL) })
+	require.NoError(t, status.Close())
+	require.NoError(t, r.cmd.Process.Signal(syscall.SIGKILL))
+	require.Eventually(t, func() bool { return processGone(fg) }, 5*time.Second, 5*time.Millisecond)
+}
+
+func TestFallbackSaysDirect(t *testing.T) {
+	if initIsAgent() {
+		t.Skip("PID 1 is an agent")
+	}
+	r, status := startStatusRelay(t, "run-fallback-status", uniqueSocket(), "sh", "-c", "echo $$; test -e /proc/$$/fd/3 && echo leaked; true")
+	assert.Equal(t, 0, r.wait(t))
+	assert.Equal(t, []string{"direct"}, readStatus(t, status))
+	assert.Equal(t, strconv.Itoa(r.cmd.Process.Pid)+"\n", r.stdout.String(), "the relay became the program, without the status pipe")
+}
+
 // A request that is not a relay's (no fds) is refused; init goes on.
 func TestBadRequest(t *testing.T) {
 	name, _ := startInit(t)
@@ -363,7 +481,7 @@ func TestBadRequest(t *testing.T) {
 	var rep reply
 	require.NoError(t, readFrame(conn, &rep))
 	assert.Equal(t, CodeAgentFailure, rep.Code)
-	assert.Contains(t, rep.Error, "3 fds")
+	assert.Contains(t, rep.Error, "3 or 4 fds")
 
 	stdout, _, code := run(t, name, nil, "echo", "ok")
 	assert.Equal(t, "ok\n", stdout)

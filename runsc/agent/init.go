@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -91,8 +92,9 @@ func (d *daemon) reap() {
 	}
 }
 
-// serve runs one execution: the request, the program, its exit report,
-// and the kill of its group when the relay goes away first.
+// serve runs one execution: the request, the program, its reports, and
+// the kill of its group when the relay goes away first and nobody else can
+// learn the program's fate.
 func (d *daemon) serve(conn *conn) {
 	defer conn.close()
 	req, fds, err := conn.readRequest()
@@ -103,36 +105,67 @@ func (d *daemon) serve(conn *conn) {
 		}
 		return
 	}
-	if len(fds) != 3 || len(req.Argv) == 0 {
+	if (len(fds) != 3 && len(fds) != 4) || len(req.Argv) == 0 {
 		closeFDs(fds)
-		_ = conn.send(reply{Error: "sandpool-agent: a request needs argv and 3 fds", Code: CodeAgentFailure})
+		_ = conn.send(reply{Error: "sandpool-agent: a request needs argv and 3 or 4 fds", Code: CodeAgentFailure})
 		return
 	}
+	status := -1
+	if len(fds) == 4 {
+		status = fds[3]
+		defer syscall.Close(status)
+	}
 
-	pid, c, err := d.start(req, fds)
+	pid, c, err := d.start(req, fds[:3])
 	// The program has its copies; init's would keep its output open.
-	closeFDs(fds)
+	closeFDs(fds[:3])
 	if err != nil {
 		msg, code := startFailure(req.Argv[0], err)
 		_ = conn.send(reply{Error: msg, Code: code})
 		return
 	}
+	report(status, "pid "+strconv.Itoa(pid))
 	if err := conn.send(reply{Pid: pid}); err != nil {
-		d.killGroup(pid)
-		return
+		d.relayGone(pid, status)
+	} else {
+		relayGone := make(chan struct{})
+		go func() {
+			conn.waitClosed()
+			close(relayGone)
+		}()
+		select {
+		case code := <-c.done:
+			report(status, "exit "+strconv.Itoa(code))
+			_ = conn.send(reply{Exited: true, Code: code})
+			return
+		case <-relayGone:
+			d.relayGone(pid, status)
+		}
 	}
-	relayGone := make(chan struct{})
-	go func() {
-		conn.waitClosed()
-		close(relayGone)
-	}()
-	select {
-	case code := <-c.done:
-		_ = conn.send(reply{Exited: true, Code: code})
-	case <-relayGone:
-		// kill_process (runsc kill --pgid of the relay), or the relay died
-		// some other way: the execution is over, its group goes too.
-		d.killGroup(pid)
+	report(status, "exit "+strconv.Itoa(<-c.done))
+}
+
+// relayGone handles a relay that died before its program. With a status
+// pipe that still reaches the host, the execution goes on: the host learns
+// its end there and kills it by its pid (user code may have killed the
+// relay: `kill -9 -1` spares only init and the caller). Without one
+// (restored from a checkpoint, where the host's pipes are gone, or a relay
+// started by hand) nobody could, and the program's group is killed.
+func (d *daemon) relayGone(pid, status int) {
+	if status >= 0 {
+		// An empty line is no report; writing it tells whether the host
+		// still reads.
+		if _, err := syscall.Write(status, []byte("\n")); err == nil {
+			return
+		}
+	}
+	d.killGroup(pid)
+}
+
+// report writes one line on the status pipe, if there is one.
+func report(status int, line string) {
+	if status >= 0 {
+		_, _ = syscall.Write(status, []byte(line+"\n"))
 	}
 }
 

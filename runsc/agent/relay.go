@@ -12,15 +12,27 @@ import (
 // execution may race init's listen.
 const connectWait = 2 * time.Second
 
-// Run is the relay: it asks init (serving the abstract socket name) to run
-// argv with this process's environment, cwd and stdio, and returns the
-// program's exit code. Messages about a program that cannot start go to
-// stderr.
-//
-// With fallback, a relay whose PID 1 is not the agent (a sandbox restored
-// from a checkpoint older than the agent) runs argv itself, by execve, as
-// runsc exec ran it before the agent existed.
-func Run(name string, argv []string, fallback bool) int {
+// Options are the relay's settings besides argv.
+type Options struct {
+	// Socket is the abstract socket name init serves.
+	Socket string
+	// StatusFD, when >= 0, is a pipe to the host that init reports the
+	// execution on: "pid N" once the program runs, "exit N" once it
+	// exited (see the package comment). The host then knows the program's
+	// pid, and an execution survives the relay (user code may kill it:
+	// `kill -9 -1` spares only init and the caller).
+	StatusFD int
+	// Fallback: a relay whose PID 1 is not the agent (a sandbox restored
+	// from a checkpoint older than the agent) runs argv itself, by execve,
+	// as runsc exec ran it before the agent existed, and says "direct" on
+	// the status pipe.
+	Fallback bool
+}
+
+// Run is the relay: it asks init to run argv with this process's
+// environment, cwd and stdio, and returns the program's exit code.
+// Messages about a program that cannot start go to stderr.
+func Run(argv []string, opts Options) int {
 	if len(argv) == 0 {
 		logf("run: no command")
 		return CodeAgentFailure
@@ -31,18 +43,26 @@ func Run(name string, argv []string, fallback bool) int {
 		logf("run: cwd: ", err.Error())
 		return CodeAgentFailure
 	}
-	fd, err := dial(name, fallback)
+	fd, err := dial(opts.Socket, opts.Fallback)
 	if errors.Is(err, errNoAgent) {
+		if opts.StatusFD >= 0 {
+			_, _ = syscall.Write(opts.StatusFD, []byte("direct\n"))
+			_ = syscall.Close(opts.StatusFD)
+		}
 		return execDirect(argv, env, cwd)
 	}
 	if err != nil {
 		logf("cannot reach the sandbox's init: ", err.Error())
 		return CodeAgentFailure
 	}
-	conn := os.NewFile(uintptr(fd), "@"+name)
+	conn := os.NewFile(uintptr(fd), "@"+opts.Socket)
 	defer conn.Close()
 
-	if err := sendRequest(fd, Request{Argv: argv, Env: env, Cwd: cwd}); err != nil {
+	fds := []int{0, 1, 2}
+	if opts.StatusFD >= 0 {
+		fds = append(fds, opts.StatusFD)
+	}
+	if err := sendRequest(fd, Request{Argv: argv, Env: env, Cwd: cwd}, fds); err != nil {
 		logf("sending the request to init: ", err.Error())
 		return CodeAgentFailure
 	}
@@ -59,6 +79,9 @@ func Run(name string, argv []string, fallback bool) int {
 	// output reaches EOF when the program (and what it left behind) is
 	// done with it, not when the relay is.
 	dropStdio()
+	if opts.StatusFD > 2 {
+		_ = syscall.Close(opts.StatusFD)
+	}
 	var exited reply
 	if err := readFrame(conn, &exited); err != nil || !exited.Exited {
 		return CodeAgentFailure
@@ -105,13 +128,13 @@ func initIsAgent() bool {
 	return len(args) >= 2 && args[0] == Path && args[1] == "init"
 }
 
-// sendRequest writes the request frame with fds 0, 1 and 2 attached.
-func sendRequest(fd int, req Request) error {
+// sendRequest writes the request frame with fds attached.
+func sendRequest(fd int, req Request, fds []int) error {
 	b, err := frame(req)
 	if err != nil {
 		return err
 	}
-	rights := syscall.UnixRights(0, 1, 2)
+	rights := syscall.UnixRights(fds...)
 	for len(b) > 0 {
 		n, err := syscall.SendmsgN(fd, b, rights, nil, 0)
 		if errors.Is(err, syscall.EINTR) {
