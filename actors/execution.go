@@ -42,7 +42,9 @@ func (s *Sandbox) onExecute(msg Execute) {
 	e := &execution{seq: s.seq, stdin: make(chan []byte, stdinQueue), window: newWindow(s.cfg.OutputWindow)}
 	s.exec = e
 	s.parked = nil // the client moved on from an execution it never resumed
-	spec := runsc.ProcessSpec{Args: argv(msg.Code), Cwd: msg.Cwd}
+	// Only a sandbox that can be checkpointed pays for executions whose
+	// background jobs survive a restore.
+	spec := runsc.ProcessSpec{Args: argv(msg.Code), Cwd: msg.Cwd, SurviveRestore: s.cfg.Settings.EnableCheckpoint}
 	for k, v := range msg.Env {
 		spec.Env = append(spec.Env, k+"="+v)
 	}

@@ -519,7 +519,7 @@ exec)
 esac`)
 	r := newTestRunner(t, bin, nil)
 
-	p := startExec(t, r, ProcessSpec{Args: []string{"python3", "-c", "print('hi')"}, Env: []string{"X=1"}})
+	p := startExec(t, r, ProcessSpec{Args: []string{"python3", "-c", "print('hi')"}, Env: []string{"X=1"}, SurviveRestore: true})
 	stdout, stderr := readBoth(t, p)
 	code := waitProc(t, p)
 
@@ -546,6 +546,29 @@ esac`)
 		entries, err := os.ReadDir(r.BundleDir("s1"))
 		return err == nil && len(entries) == 0
 	}, 2*time.Second, 10*time.Millisecond)
+}
+
+// Without SurviveRestore, runsc exec runs the program itself: no relay,
+// no status pipe.
+func TestExecWithoutSurviveRestoreRunsTheProgram(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+exec)
+	cp "$process" "$dir/process.json" || exit 9
+	exit 0 ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+	p := startExec(t, r, ProcessSpec{Args: []string{"bash", "-c", "echo hi"}})
+	readBoth(t, p)
+	assert.Equal(t, 0, waitProc(t, p))
+	data, err := os.ReadFile(filepath.Join(dir, "process.json"))
+	require.NoError(t, err)
+	var spec specs.Process
+	require.NoError(t, json.Unmarshal(data, &spec))
+	assert.Equal(t, []string{"bash", "-c", "echo hi"}, spec.Args)
+	got := subcommands(t, r, dir)
+	require.Len(t, got, 1)
+	assert.Regexp(t, `^exec --process=\S+\.json --internal-pid-file=\S+\.pid s1$`, got[0])
 }
 
 func TestExecSignalDeathIs128PlusSignal(t *testing.T) {
@@ -641,7 +664,7 @@ kill)
 	kill -9 $(cat "$dir/exec-pid") ;;
 esac`)
 			r := newTestRunner(t, bin, nil)
-			p := startExec(t, r, ProcessSpec{Args: []string{"sleep"}})
+			p := startExec(t, r, ProcessSpec{Args: []string{"sleep"}, SurviveRestore: true})
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			require.NoError(t, p.Kill(ctx))
@@ -671,7 +694,7 @@ exec)
 	exit 137 ;;
 esac`)
 	r := newTestRunner(t, bin, nil)
-	p := startExec(t, r, ProcessSpec{Args: []string{"x"}})
+	p := startExec(t, r, ProcessSpec{Args: []string{"x"}, SurviveRestore: true})
 	begin := time.Now()
 	stdout, _ := readBoth(t, p)
 	assert.Equal(t, 5, waitProc(t, p))
@@ -691,7 +714,7 @@ exec)
 	exit 127 ;;
 esac`)
 	r := newTestRunner(t, bin, nil)
-	p := startExec(t, r, ProcessSpec{Args: []string{"x"}})
+	p := startExec(t, r, ProcessSpec{Args: []string{"x"}, SurviveRestore: true})
 	killOnCleanup(t, readPID(t, filepath.Join(r.BundleDir("s1"), "orphan")))
 	go readBoth(t, p)
 	begin := time.Now()
@@ -1328,7 +1351,20 @@ func realShell(t *testing.T, r *Runner, id, script string) string {
 // tryShell is realShell for conditions polled by require.Eventually, which
 // must not fail the test while they are not met yet.
 func tryShell(r *Runner, id, script string) (string, error) {
-	p, err := r.Exec(context.Background(), id, ProcessSpec{Args: []string{"/bin/bash", "-c", script}})
+	return tryShellSpec(r, id, ProcessSpec{Args: []string{"/bin/bash", "-c", script}})
+}
+
+// realShellSurviving is realShell with SurviveRestore: the background jobs
+// the script starts outlive a restore.
+func realShellSurviving(t *testing.T, r *Runner, id, script string) string {
+	t.Helper()
+	out, err := tryShellSpec(r, id, ProcessSpec{Args: []string{"/bin/bash", "-c", script}, SurviveRestore: true})
+	require.NoError(t, err, "script %q", script)
+	return out
+}
+
+func tryShellSpec(r *Runner, id string, spec ProcessSpec) (string, error) {
+	p, err := r.Exec(context.Background(), id, spec)
 	if err != nil {
 		return "", err
 	}
@@ -1435,13 +1471,13 @@ func TestRealCheckpointRestore(t *testing.T) {
 	// A background job of an execution, as client code starts one. gVisor
 	// kills every process of exec origin on restore; the agent's init
 	// started this one, so it is not.
-	realShell(t, r, id, `nohup python3 -c '`+counterPy+`' /tmp/count >/dev/null 2>&1 &`)
+	realShellSurviving(t, r, id, `nohup python3 -c '`+counterPy+`' /tmp/count >/dev/null 2>&1 &`)
 	require.Eventually(t, func() bool {
 		_, n, err := tryCounter(r, id, "/tmp/count")
 		return err == nil && n > 5
 	}, 10*time.Second, 50*time.Millisecond, "the counter runs before the checkpoint")
 	// An execution still running when the checkpoint stops the sandbox.
-	running, err := r.Exec(ctx, id, ProcessSpec{Args: []string{"bash", "-c", `echo $$ > /tmp/running.pid; sleep 1000 & exec sleep 1001`}})
+	running, err := r.Exec(ctx, id, ProcessSpec{Args: []string{"bash", "-c", `echo $$ > /tmp/running.pid; sleep 1000 & exec sleep 1001`}, SurviveRestore: true})
 	require.NoError(t, err)
 	go func() { _, _ = io.Copy(io.Discard, running.Stderr()) }()
 	go func() { _, _ = io.Copy(io.Discard, running.Stdout()) }()
@@ -1493,7 +1529,7 @@ func TestRealCheckpointRestore(t *testing.T) {
 		return err == nil && out == "gone\n"
 	}, 5*time.Second, 50*time.Millisecond, "an execution running at the checkpoint survived the restore")
 	// Executions after the restore start background jobs that live on too.
-	realShell(t, r, id, `nohup sleep 1000 >/dev/null 2>&1 & echo $! > /tmp/later.pid`)
+	realShellSurviving(t, r, id, `nohup sleep 1000 >/dev/null 2>&1 & echo $! > /tmp/later.pid`)
 	time.Sleep(100 * time.Millisecond)
 	assert.Equal(t, "alive\n", realShell(t, r, id, `test -e /proc/$(cat /tmp/later.pid) && echo alive`))
 
@@ -1505,6 +1541,15 @@ func TestRealCheckpointRestore(t *testing.T) {
 // deaths, kill_process, a missing command and `kill 1` behave as when
 // runsc exec ran the program itself.
 func TestRealExecSemantics(t *testing.T) {
+	for _, mode := range []struct {
+		name    string
+		survive bool
+	}{{"runsc exec", false}, {"agent relay", true}} {
+		t.Run(mode.name, func(t *testing.T) { realExecSemantics(t, mode.survive) })
+	}
+}
+
+func realExecSemantics(t *testing.T, surviveRestore bool) {
 	r := realRunner(t)
 	ctx := context.Background()
 	id := realID(t, "exec")
@@ -1512,6 +1557,7 @@ func TestRealExecSemantics(t *testing.T) {
 
 	run := func(spec ProcessSpec, stdin string) (stdout, stderr string, code int) {
 		t.Helper()
+		spec.SurviveRestore = surviveRestore
 		p, err := r.Exec(ctx, id, spec)
 		require.NoError(t, err)
 		go func() {
@@ -1557,7 +1603,7 @@ func TestRealExecSemantics(t *testing.T) {
 		// The largest argument execve takes goes through the relay.
 		edge := "print('edge')\n#"
 		edge += strings.Repeat("x", execMaxElemSize-1-len(edge))
-		require.Equal(t, agent.Path, execSpec(ProcessSpec{Args: []string{"python3", "-c", edge}}).Args[0])
+		require.Equal(t, surviveRestore, execSpec(ProcessSpec{Args: []string{"python3", "-c", edge}, SurviveRestore: surviveRestore}).Args[0] == agent.Path)
 		stdout, stderr, code2 = run(ProcessSpec{Args: []string{"python3", "-c", edge}}, "")
 		assert.Equal(t, "edge\n", stdout, stderr)
 		assert.Equal(t, 0, code2)
@@ -1569,13 +1615,16 @@ func TestRealExecSemantics(t *testing.T) {
 		assert.Equal(t, 143, code, "the program does not inherit init's signal handling")
 	})
 	t.Run("command not found", func(t *testing.T) {
+		if !surviveRestore {
+			t.Skip("runsc exec's own message; languages always name an interpreter")
+		}
 		stdout, stderr, code := run(ProcessSpec{Args: []string{"no-such-command"}}, "")
 		assert.Equal(t, 127, code)
 		assert.Empty(t, stdout)
 		assert.Contains(t, stderr, "no-such-command: command not found")
 	})
 	t.Run("kill kills the group", func(t *testing.T) {
-		p, err := r.Exec(ctx, id, ProcessSpec{Args: []string{"bash", "-c", `sleep 1000 & echo $! > /tmp/bg.pid; echo $$ > /tmp/fg.pid; exec sleep 1001`}})
+		p, err := r.Exec(ctx, id, ProcessSpec{Args: []string{"bash", "-c", `sleep 1000 & echo $! > /tmp/bg.pid; echo $$ > /tmp/fg.pid; exec sleep 1001`}, SurviveRestore: surviveRestore})
 		require.NoError(t, err)
 		done := make(chan string, 1)
 		go func() {

@@ -92,6 +92,13 @@ type ProcessSpec struct {
 	Env []string
 	// Cwd defaults to /root.
 	Cwd string
+	// SurviveRestore has the sandbox's init start the program (through
+	// the agent's relay) instead of runsc exec, so the program and its
+	// background jobs are not an exec session, which gVisor kills on a
+	// restore. It costs a second process start per execution (about
+	// 20-40 ms here), so only sandboxes that can be checkpointed ask
+	// for it.
+	SurviveRestore bool
 }
 
 // Process is a running execution. Stdout and Stderr reach EOF once the

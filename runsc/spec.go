@@ -104,7 +104,7 @@ func BuildSpec(cfg SpecConfig) *specs.Spec {
 // on a restore.
 func execSpec(p ProcessSpec) *specs.Process {
 	proc := processSpec(p)
-	if !fitsExecve(proc.Args) || !fitsExecve(proc.Env) {
+	if !p.SurviveRestore || !fitsExecve(proc.Args) || !fitsExecve(proc.Env) {
 		return proc
 	}
 	proc.Args = append([]string{agent.Path, "run", fmt.Sprintf("--status-fd=%d", relayStatusFD), "--"}, p.Args...)

@@ -92,7 +92,7 @@ func TestBuildSpecNoAnnotations(t *testing.T) {
 // An execution runs the agent's relay, with the program's argv after "--"
 // and the program's env and cwd.
 func TestExecSpec(t *testing.T) {
-	in := ProcessSpec{Args: []string{"bash", "-c", "echo hi"}, Env: []string{"A=1"}, Cwd: "/tmp"}
+	in := ProcessSpec{Args: []string{"bash", "-c", "echo hi"}, Env: []string{"A=1"}, Cwd: "/tmp", SurviveRestore: true}
 	p := execSpec(in)
 	assert.Equal(t, []string{agent.Path, "run", "--status-fd=3", "--", "bash", "-c", "echo hi"}, p.Args)
 	assert.True(t, usesRelay(p))
@@ -100,6 +100,8 @@ func TestExecSpec(t *testing.T) {
 	assert.Equal(t, "1", envMap(t, p.Env)["A"])
 	assert.Equal(t, []string{"bash", "-c", "echo hi"}, in.Args, "the caller's args are not modified")
 	assert.Equal(t, "/root", execSpec(ProcessSpec{Args: []string{"x"}}).Cwd)
+	in.SurviveRestore = false
+	assert.Equal(t, in.Args, execSpec(in).Args, "runsc exec runs the program itself")
 }
 
 // What execve inside the sandbox refuses runs without the relay, as runsc
@@ -118,6 +120,7 @@ func TestExecSpecTooLargeForExecve(t *testing.T) {
 		{"env value too long", ProcessSpec{Args: []string{"true"}, Env: []string{"BIG=" + fits}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			tc.in.SurviveRestore = true
 			p := execSpec(tc.in)
 			if tc.relay {
 				assert.Equal(t, append([]string{agent.Path, "run", "--status-fd=3", "--"}, tc.in.Args...), p.Args)

@@ -52,7 +52,7 @@ const (
 
 // Close codes (protocol.md §7).
 const (
-	closeNormal   = websocket.CloseNormalClosure // 1000
+	closeNormal   = websocket.CloseNormalClosure     // 1000
 	closeNotFound = websocket.CloseInternalServerErr // 1011
 	closeError    = 4000
 )
