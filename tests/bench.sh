@@ -29,6 +29,8 @@ mkdir -p docs
 	echo
 	echo "* create: \`/create\` -> \`SANDBOX_RUNNING\` (cold) vs \`runsc create\` + \`runsc start\` of the same spec."
 	echo "* exec: \`echo hi\` execute -> \`SANDBOX_EXECUTION_DONE\` vs one \`runsc exec bash -c 'echo hi'\`."
+	echo "* exec-checkpointable: the same in a sandbox created with \`enable_checkpoint\`, whose executions go through"
+	echo "  the agent's relay so that their background jobs survive a restore (a second process start in gVisor)."
 	echo "* snapshot-N: \`snapshot_filesystem\` -> \`SANDBOX_FILESYSTEM_SNAPSHOT_CREATED\` on a live sandbox holding N of"
 	echo "  random data in \`/root/data\` vs one \`runsc tar rootfs-upper --file=F.tar\` of a live raw sandbox holding"
 	echo "  the same (a fresh F.tar each sample, deleted afterwards, untimed). Both write to the same disk. sandpool"

@@ -19,17 +19,22 @@ import (
 )
 
 // BenchmarkColdPath measures, interleaved in one run, sandpool's cold
-// create (/create -> SANDBOX_RUNNING) and `echo hi` (execute -> DONE)
-// against raw runsc doing the same work: create+start of the same spec and
-// one `runsc exec`. Run: make bench (or go test -run '^$' -bench ColdPath
+// create (/create -> SANDBOX_RUNNING) and `echo hi` (execute -> DONE, in
+// a plain sandbox and in one created with enable_checkpoint) against raw
+// runsc doing the same work: create+start of the same spec and one `runsc
+// exec`. Run: make bench (or go test -run '^$' -bench ColdPath
 // -benchtime 30x ./tests/).
 func BenchmarkColdPath(b *testing.B) {
 	s := startServer(b, "--max-sandboxes", "16")
 	raw := newRawRunsc(b)
 
-	var create, rawCreate, execDone, rawExec []time.Duration
+	var create, rawCreate, execDone, rawExec, execCkpt []time.Duration
 	c, _ := createSandbox(b, s, sandboxInit(60))
 	defer c.killSandbox(b)
+	// Executions of a sandbox that can be checkpointed go through the
+	// agent's relay (their background jobs survive a restore).
+	ck, _ := createSandbox(b, s, checkpointInit(nil))
+	defer ck.killSandbox(b)
 	id := raw.start(b, "warm") // a long-lived raw sandbox for exec
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -49,6 +54,11 @@ func BenchmarkColdPath(b *testing.B) {
 		require.Equal(b, "hi\n", res.Stdout)
 
 		begin = time.Now()
+		res = ck.run(b, "bash", "echo hi")
+		execCkpt = append(execCkpt, time.Since(begin))
+		require.Equal(b, "hi\n", res.Stdout)
+
+		begin = time.Now()
 		out, err := raw.cmd("exec", id, "bash", "-c", "echo hi").Output()
 		rawExec = append(rawExec, time.Since(begin))
 		require.NoError(b, err)
@@ -58,6 +68,7 @@ func BenchmarkColdPath(b *testing.B) {
 	raw.delete(b, id)
 	report(b, "create", create, rawCreate)
 	report(b, "exec", execDone, rawExec)
+	report(b, "exec-checkpointable", execCkpt, rawExec)
 }
 
 func report(b *testing.B, name string, ours, raw []time.Duration) {
