@@ -19,7 +19,10 @@ func (s *Sandbox) onClaim(msg Claim) {
 		return
 	}
 	s.stopHealth()
-	s.cfg.Settings.IdleTimeout = msg.Settings.IdleTimeout
+	// Every client setting applies; the snapshot is what it was made from.
+	snapshot := s.cfg.Settings.Snapshot
+	s.cfg.Settings = msg.Settings
+	s.cfg.Settings.Snapshot = snapshot
 	s.sink = msg.Sink
 	s.moveTo(StateClaimed)
 	s.touch()

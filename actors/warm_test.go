@@ -46,12 +46,15 @@ type warmHarness struct {
 }
 
 // startWarm spawns a pool sandbox and waits until it is ready.
-func startWarm(t *testing.T, rt *runsc.Fake, health time.Duration) *warmHarness {
+func startWarm(t *testing.T, rt *runsc.Fake, health time.Duration, opts ...func(*Config)) *warmHarness {
 	t.Helper()
 	system := actor.NewActorSystem()
 	st := &states{now: StateNew}
 	cfg := Config{ID: NewID(), Token: NewToken(), Runtime: rt, Logger: zerolog.Nop(),
 		Warm: true, HealthInterval: health, OnState: st.observe}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	pid := system.Root.Spawn(New(cfg).Props())
 	t.Cleanup(func() {
 		_ = system.Root.StopFuture(pid).Wait()
@@ -90,6 +93,22 @@ func TestWarmSandboxIsClaimedWithTheClientsSettings(t *testing.T) {
 	assert.Equal(t, []string{StatusDeleting, StatusDeleted}, statuses)
 	require.Eventually(t, func() bool { return h.states.current() == StateStopped }, 5*time.Second, time.Millisecond)
 	assert.Equal(t, []string{"new>warming", "warming>ready", "ready>claimed", "claimed>stopping", "stopping>stopped"}, h.states.history())
+}
+
+// Checkpoint flags are per request too: a warm sandbox serves a client that
+// wants checkpoints.
+func TestWarmSandboxClaimedForCheckpoints(t *testing.T) {
+	rt := runsc.NewFake()
+	store := newCheckpointStore(t)
+	h := startWarm(t, rt, time.Hour, withCheckpoints(store))
+	sink := newRecorder()
+	require.NoError(t, h.claim(t, Settings{EnableCheckpoint: true, IdleTimeout: time.Minute}, sink))
+	h.ref.Send(Checkpoint{})
+	statuses, _, _, _ := sink.until(t, StatusCheckpointed)
+	assert.Equal(t, []string{StatusCheckpointing, StatusDeleting, StatusDeleted, StatusCheckpointed}, statuses)
+	meta, err := store.Load(h.ref.ID)
+	require.NoError(t, err)
+	assert.Equal(t, 60.0, meta.IdleTimeout)
 }
 
 func TestClaimedSandboxIsNotClaimedTwice(t *testing.T) {
