@@ -194,6 +194,10 @@ func (s *Sandbox) onCheckpointDone(msg checkpointDone) {
 // attach is recorded (for retention) before the actor can checkpoint again.
 func (s *Sandbox) restore(ctx context.Context, meta checkpoints.Meta) error {
 	store := s.cfg.Checkpoints
+	// runsc restores a damaged memory image without noticing.
+	if err := store.Verify(meta); err != nil {
+		return err
+	}
 	if err := s.cfg.Runtime.Restore(ctx, s.cfg.ID, store.ImageDir(meta), meta.Spec); err != nil {
 		return err
 	}

@@ -180,7 +180,8 @@ func TestRestoreOfACorruptImageLeavesTheMetadata(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(store.ImageDir(meta), runsc.FakeImageFile), []byte("garbage"), 0o600))
 
 	_, err = restoreFrom(t, rt, store, meta, newRecorder())
-	assert.ErrorIs(t, err, runsc.ErrBadImage)
+	assert.ErrorIs(t, err, checkpoints.ErrCorrupt, "the image's checksum catches what runsc would not")
+	assert.NotContains(t, rt.Calls(), "restore "+h.ref.ID)
 	_, err = store.Load(h.ref.ID)
 	assert.NoError(t, err, "an operator can inspect what failed")
 	assert.Empty(t, rt.Live())

@@ -171,12 +171,15 @@ func (p *Pool) restore(ctx context.Context, req AttachRequest, afterExit bool) (
 	switch {
 	case errors.Is(err, checkpoints.ErrNotFound), errors.Is(err, checkpoints.ErrInvalidID):
 		return nil, ErrNotFound
-	case err != nil:
-		// The token cannot be checked against unreadable metadata;
-		// nothing is restored.
-		return nil, &RestoreError{ID: req.ID, Err: err}
+	case err != nil && meta.TokenHash == "":
+		// The token cannot be checked against unreadable metadata: the
+		// client learns nothing more than that (the log has the cause).
+		p.log.Warn().Err(err).Str("sandbox_id", req.ID).Msg("checkpoint metadata unreadable")
+		return nil, &RestoreError{ID: req.ID, Err: errors.New("its checkpoint metadata is unreadable")}
 	case !meta.TokenMatches(req.Token):
 		return nil, ErrInvalidToken
+	case err != nil:
+		return nil, &RestoreError{ID: req.ID, Err: err}
 	case meta.RunscVersion != "" && store.RunscVersion() != "" && meta.RunscVersion != store.RunscVersion():
 		return nil, &RestoreError{ID: req.ID, Err: fmt.Errorf("the checkpoint was made by runsc %s, this server runs %s", meta.RunscVersion, store.RunscVersion())}
 	}

@@ -191,11 +191,32 @@ func TestRestoreFailureLeavesTheCheckpoint(t *testing.T) {
 
 	_, err = e.attach(ref.ID, ref.Token, &client{}, nil)
 	assert.ErrorIs(t, err, ErrRestore)
-	assert.ErrorIs(t, err, runsc.ErrBadImage)
+	assert.ErrorIs(t, err, checkpoints.ErrCorrupt)
 	_, err = e.store.Load(ref.ID)
 	assert.NoError(t, err)
 	// The failed actor's end reaches the supervisor after the answer.
 	assert.Eventually(t, func() bool { return e.pool.Live() == 0 }, 5*time.Second, 5*time.Millisecond)
+}
+
+// A wrong token learns nothing about a damaged checkpoint.
+func TestWrongTokenOnADamagedCheckpoint(t *testing.T) {
+	e := newAttachEnv(t)
+	owner := &client{}
+	ref := e.create(t, actors.Settings{EnableCheckpoint: true}, owner)
+	e.checkpoint(t, ref, owner)
+	meta, err := e.store.Load(ref.ID)
+	require.NoError(t, err)
+	require.NoError(t, os.RemoveAll(e.store.ImageDir(meta)))
+
+	_, err = e.attach(ref.ID, "wrong", &client{}, nil)
+	assert.ErrorIs(t, err, ErrInvalidToken)
+	_, err = e.attach(ref.ID, ref.Token, &client{}, nil)
+	assert.ErrorIs(t, err, ErrRestore, "the owner hears what is wrong")
+
+	require.NoError(t, os.WriteFile(filepath.Join(e.store.Dir(), ref.ID, "meta.json"), []byte("{"), 0o600))
+	_, err = e.attach(ref.ID, ref.Token, &client{}, nil)
+	require.ErrorIs(t, err, ErrRestore)
+	assert.NotContains(t, err.Error(), "meta.json", "unverifiable: no details")
 }
 
 func TestConcurrentRestoresRestoreOnce(t *testing.T) {

@@ -164,31 +164,59 @@ func TestCheckpointOnAServerWithoutCheckpoints(t *testing.T) {
 }
 
 func TestRestoreOfACorruptImage(t *testing.T) {
-	dir := t.TempDir()
-	s := startCheckpointServer(t, dir)
-	c, sb := createSandbox(t, s, checkpointInit(nil))
-	c.checkpoint(t)
-	// Every file of the image is cut to half its size.
-	require.NoError(t, filepath.WalkDir(filepath.Join(dir, sb.ID), func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Name() == "meta.json" {
+	for _, tc := range []struct {
+		name   string
+		damage func(path string, size int64) error
+		files  string // which image files to damage ("" = all)
+	}{
+		{"every file cut in half", func(path string, size int64) error { return os.Truncate(path, size/2) }, ""},
+		// runsc itself restores this one without noticing.
+		{"bytes flipped in the memory pages", func(path string, size int64) error {
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteAt([]byte("corrupted"), size/2)
 			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		return os.Truncate(path, info.Size()/2)
-	}))
+		}, "pages.img"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := startCheckpointServer(t, dir)
+			c, sb := createSandbox(t, s, checkpointInit(nil))
+			c.bash(t, "head -c 1000000 /dev/urandom > /root/data")
+			c.checkpoint(t)
+			damaged := 0
+			require.NoError(t, filepath.WalkDir(filepath.Join(dir, sb.ID), func(path string, d os.DirEntry, err error) error {
+				if err != nil || d.IsDir() || d.Name() == "meta.json" || (tc.files != "" && d.Name() != tc.files) {
+					return err
+				}
+				info, err := d.Info()
+				if err != nil || info.Size() == 0 {
+					return err
+				}
+				damaged++
+				return tc.damage(path, info.Size())
+			}))
+			require.Positive(t, damaged)
 
-	c = mustDial(t, s, attachPath(sb.ID, sb.Token))
-	c.expectStatus(t, statusRestoring)
-	ev := c.expectError(t, statusRestoreError)
-	assert.Contains(t, ev.Message, sb.ID)
-	c.expectClose(t, closeError)
-	assert.FileExists(t, filepath.Join(dir, sb.ID, "meta.json"), "left for an operator to inspect")
-	ids, err := s.runscList()
-	require.NoError(t, err)
-	assert.Empty(t, ids, "a failed restore leaves no container")
+			c = mustDial(t, s, attachPath(sb.ID, strings.Repeat("0", 64)))
+			ev := c.expectError(t, statusPermission)
+			assert.Equal(t, "Invalid sandbox token.", ev.Message, "a wrong token learns nothing of the damage")
+			c.expectClose(t, closeError)
+
+			c = mustDial(t, s, attachPath(sb.ID, sb.Token))
+			c.expectStatus(t, statusRestoring)
+			ev = c.expectError(t, statusRestoreError)
+			assert.Contains(t, ev.Message, sb.ID)
+			c.expectClose(t, closeError)
+			assert.FileExists(t, filepath.Join(dir, sb.ID, "meta.json"), "left for an operator to inspect")
+			ids, err := s.runscList()
+			require.NoError(t, err)
+			assert.Empty(t, ids, "a failed restore leaves no container")
+		})
+	}
 }
 
 func TestHandoffToAnotherClient(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -97,8 +98,11 @@ type Meta struct {
 	RunscVersion string          `json:"runsc_version"`
 	// Image is the name of the latest image directory inside the sandbox
 	// directory; every checkpoint has its own.
-	Image        string    `json:"image"`
-	ImageBytes   int64     `json:"image_bytes"`
+	Image      string `json:"image"`
+	ImageBytes int64  `json:"image_bytes"`
+	// ImageSHA256 is the digest of the image's files (names, sizes and
+	// contents): runsc restores a damaged pages file without noticing.
+	ImageSHA256  string    `json:"image_sha256,omitempty"`
 	Created      time.Time `json:"created"` // when the sandbox was first created
 	Checkpointed time.Time `json:"checkpointed"`
 	LastAttached time.Time `json:"last_attached"`
@@ -218,8 +222,12 @@ func (s *Store) Save(ctx context.Context, meta Meta, write func(ctx context.Cont
 		spec, err = compactSpec(spec)
 	}
 	var size int64
+	var digest string
 	if err == nil {
 		size, err = syncImage(ctx, tmp)
+	}
+	if err == nil {
+		digest, err = imageDigest(tmp)
 	}
 	if err != nil {
 		return Meta{}, fmt.Errorf("checkpoint %s: %w", id, err)
@@ -232,6 +240,7 @@ func (s *Store) Save(ctx context.Context, meta Meta, write func(ctx context.Cont
 	// The random part keeps names unique even if the clock steps back.
 	m.Image = fmt.Sprintf("%s%d-%s", imagePrefix, now.UnixNano(), durable.RandomHex(4))
 	m.ImageBytes = size
+	m.ImageSHA256 = digest
 	m.Checkpointed = now
 	// UTC, without a monotonic reading: what Load returns.
 	m.Created, m.LastAttached = m.Created.UTC(), m.LastAttached.UTC()
@@ -368,6 +377,9 @@ func removeImagesExcept(dir, keep string) error {
 // exists. It returns ErrInvalidID, ErrNotFound (no directory or no
 // meta.json) or ErrCorrupt (unreadable JSON, another sandbox's id, no
 // spec, image or token hash).
+// For a checkpoint whose metadata is readable but whose image is missing
+// or invalid, Load returns the Meta with the ErrCorrupt error, so a caller
+// can check the token before saying more.
 func (s *Store) Load(id string) (Meta, error) {
 	if err := ValidID(id); err != nil {
 		return Meta{}, err
@@ -392,19 +404,66 @@ func (s *Store) Load(id string) (Meta, error) {
 		return Meta{}, corrupt(id, "no spec")
 	case !strings.HasPrefix(m.Image, imagePrefix) || strings.ContainsRune(m.Image, '/'):
 		// The image must stay inside the sandbox's directory.
-		return Meta{}, corrupt(id, "invalid image name %q", m.Image)
+		return m, corrupt(id, "invalid image name %q", m.Image)
 	}
 	st, err := os.Stat(s.ImageDir(m))
 	if isNotExist(err) {
-		return Meta{}, corrupt(id, "image %s is missing", m.Image)
+		return m, corrupt(id, "image %s is missing", m.Image)
 	}
 	if err != nil {
-		return Meta{}, fmt.Errorf("checkpoint %s: %w", id, err)
+		return m, fmt.Errorf("checkpoint %s: %w", id, err)
 	}
 	if !st.IsDir() {
-		return Meta{}, corrupt(id, "image %s is not a directory", m.Image)
+		return m, corrupt(id, "image %s is not a directory", m.Image)
 	}
 	return m, nil
+}
+
+// Verify checks m's image against the digest taken when it was saved;
+// a damaged or changed file gives ErrCorrupt. It reads the whole image.
+func (s *Store) Verify(m Meta) error {
+	if m.ImageSHA256 == "" {
+		return nil // saved before images had digests
+	}
+	digest, err := imageDigest(s.ImageDir(m))
+	if err != nil {
+		return corrupt(m.ID, "image %s: %v", m.Image, err)
+	}
+	if digest != m.ImageSHA256 {
+		return corrupt(m.ID, "image %s does not match its checksum", m.Image)
+	}
+	return nil
+}
+
+// imageDigest hashes every regular file under root: its path, size and
+// content, in WalkDir's (lexical) order.
+func imageDigest(root string) (string, error) {
+	h := sha256.New()
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		fh := sha256.New()
+		n, err := io.Copy(fh, f)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00%x\n", rel, n, fh.Sum(nil))
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func corrupt(id, format string, args ...any) error {

@@ -650,3 +650,43 @@ func TestNewNeedsAnAbsoluteDir(t *testing.T) {
 	_, err := New(Config{Dir: "relative/checkpoints"})
 	assert.Error(t, err)
 }
+
+func TestVerifyCatchesADamagedImage(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+	}{
+		{"a byte changed", func(t *testing.T, dir string) {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "pages.img"), []byte("pageX"), 0o600))
+		}},
+		{"a byte appended", func(t *testing.T, dir string) {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "pages.img"), []byte("pages!"), 0o600))
+		}},
+		{"a file removed", func(t *testing.T, dir string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, "checkpoint.img")))
+		}},
+		{"a file added", func(t *testing.T, dir string) {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "extra"), nil, 0o600))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			m := save(t, s, testID(7), map[string]string{"checkpoint.img": "state", "pages.img": "pages"})
+			require.NotEmpty(t, m.ImageSHA256)
+			require.NoError(t, s.Verify(m))
+			tc.damage(t, s.ImageDir(m))
+			assert.ErrorIs(t, s.Verify(m), ErrCorrupt)
+		})
+	}
+}
+
+// A checkpoint whose image is gone still says whose it is: the caller can
+// check a token before reporting the damage.
+func TestLoadReturnsTheMetaOfADamagedCheckpoint(t *testing.T) {
+	s := newStore(t)
+	m := save(t, s, testID(7), map[string]string{"checkpoint.img": "state"})
+	require.NoError(t, os.RemoveAll(s.ImageDir(m)))
+	got, err := s.Load(testID(7))
+	assert.ErrorIs(t, err, ErrCorrupt)
+	assert.Equal(t, m.TokenHash, got.TokenHash)
+}
