@@ -25,7 +25,7 @@ import (
 // exec`. Run: make bench (or go test -run '^$' -bench ColdPath
 // -benchtime 30x ./tests/).
 func BenchmarkColdPath(b *testing.B) {
-	s := startServer(b, "--max-sandboxes", "16")
+	s := startServer(b, "--max-sandboxes", "16", "--checkpoint-path", benchTempDir(b, "sandpool-bench-checkpoints-"))
 	raw := newRawRunsc(b)
 
 	var create, rawCreate, execDone, rawExec, execCkpt []time.Duration

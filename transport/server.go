@@ -34,8 +34,9 @@ type Config struct {
 	// one is discarded unread and answered with an error (default 8 MiB).
 	MaxMessageBytes int64
 	// PingInterval is how often the server pings (default 10 s); a
-	// connection silent for PingInterval+PongWait (default 10 s) is dead,
-	// which frees its sandbox for an attach.
+	// connection silent for PingInterval+PongWait (default 20 s) is dead,
+	// which frees its sandbox for an attach: within 30 s, and a live
+	// client has three pings to answer.
 	PingInterval time.Duration
 	PongWait     time.Duration
 	// RestoreTimeout bounds an attach that restores a checkpoint
@@ -70,7 +71,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.PingInterval = 10 * time.Second
 	}
 	if cfg.PongWait <= 0 {
-		cfg.PongWait = 10 * time.Second
+		cfg.PongWait = 20 * time.Second
 	}
 	if cfg.RestoreTimeout <= 0 {
 		cfg.RestoreTimeout = 5 * time.Minute
