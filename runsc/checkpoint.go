@@ -66,7 +66,7 @@ func (r *Runner) Checkpoint(ctx context.Context, id, imageDir string) ([]byte, e
 // be restored any number of times, under any id.
 //
 // ctx bounds the call as for Checkpoint.
-func (r *Runner) Restore(ctx context.Context, id, imageDir string, spec []byte) (err error) {
+func (r *Runner) Restore(ctx context.Context, id, imageDir string, spec []byte) error {
 	if !filepath.IsAbs(imageDir) {
 		return fmt.Errorf("restore sandbox %s: image dir %q is not absolute", id, imageDir)
 	}
@@ -82,34 +82,6 @@ func (r *Runner) Restore(ctx context.Context, id, imageDir string, spec []byte) 
 		return fmt.Errorf("restore sandbox %s: %w", id, err)
 	}
 
-	var undo cleanupStack
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, undo.run())
-		}
-	}()
-	bundle := r.BundleDir(id)
-	if err := os.Mkdir(bundle, 0o700); err != nil {
-		return fmt.Errorf("restore sandbox %s: bundle: %w", id, err)
-	}
-	undo.push(func() error { return os.RemoveAll(bundle) })
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), config, 0o600); err != nil {
-		return fmt.Errorf("restore sandbox %s: %w", id, err)
-	}
-	// As in Create: the sandbox inherits runsc's stdio, so runsc's messages
-	// go to a file (a pipe would never reach EOF).
-	logPath := filepath.Join(bundle, "runsc.log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("restore sandbox %s: %w", id, err)
-	}
-	defer logFile.Close()
-
-	undo.push(func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return r.delete(ctx, id)
-	})
 	callCtx, cancel := withDefaultTimeout(ctx, r.cfg.CallTimeout)
 	defer cancel()
 	var flags []string
@@ -119,17 +91,14 @@ func (r *Runner) Restore(ctx context.Context, id, imageDir string, spec []byte) 
 		// difference, and warning mode logs it instead of failing.
 		flags = append(flags, "--restore-spec-validation=warning")
 	}
-	cmd := r.command(append(flags, "restore", "--detach", "--image-path="+imageDir, "--bundle="+bundle, "--pid-file="+r.sandboxPIDFile(id), id)...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := startAndWait(callCtx, cmd); err != nil {
-		out, _ := os.ReadFile(logPath)
-		msg := restoreFailure(string(out))
+	out, err := r.launch(callCtx, id, config, append(flags, "restore", "--detach", "--image-path="+imageDir)...)
+	if err != nil {
+		msg := restoreFailure(out)
 		if callCtx.Err() == nil && isBadImage(msg) {
 			return fmt.Errorf("restore sandbox %s: %w: %s", id, ErrBadImage, msg)
 		}
-		return fmt.Errorf("restore sandbox %s: runsc restore: %w: %s", id, err, msg)
+		return fmt.Errorf("restore sandbox %s: %w: %s", id, err, msg)
 	}
-	undo.release()
 	return nil
 }
 

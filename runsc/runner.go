@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -172,7 +173,37 @@ func lastLine(s string) string {
 
 // Create writes the sandbox's bundle and runs it detached. On failure
 // nothing is left behind.
-func (r *Runner) Create(ctx context.Context, id string, opts CreateOptions) (err error) {
+func (r *Runner) Create(ctx context.Context, id string, opts CreateOptions) error {
+	specCfg := SpecConfig{Rootfs: r.cfg.Rootfs, Env: opts.Env}
+	args := []string{"run", "--detach"}
+	if opts.RootfsTar != "" {
+		specCfg.Annotations = map[string]string{RootfsTarAnnotation: opts.RootfsTar}
+		// runsc refuses the annotation unless the caller opts in.
+		args = append([]string{"--allow-rootfs-tar-annotation"}, args...)
+	}
+	config, err := json.Marshal(BuildSpec(specCfg))
+	if err != nil {
+		return fmt.Errorf("create sandbox %s: %w", id, err)
+	}
+	callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	defer cancel()
+	out, err := r.launch(callCtx, id, config, args...)
+	if err != nil {
+		msg := lastLine(out)
+		if opts.RootfsTar != "" && ctx.Err() == nil && strings.Contains(msg, "tar") {
+			return &RootfsTarError{ID: id, Cause: tarCause(msg)}
+		}
+		return fmt.Errorf("create sandbox %s: %w: %s", id, err, msg)
+	}
+	return nil
+}
+
+// launch writes sandbox id's bundle with config and runs `runsc <args>
+// --bundle=B --pid-file=P id` (run or restore, detached). The sandbox
+// inherits runsc's stdio, so a pipe would never reach EOF: runsc's own
+// messages go to a log file in the bundle, returned as out on failure. On
+// failure nothing is left: the bundle is removed, the container deleted.
+func (r *Runner) launch(ctx context.Context, id string, config []byte, args ...string) (out string, err error) {
 	var undo cleanupStack
 	defer func() {
 		if err != nil {
@@ -181,27 +212,16 @@ func (r *Runner) Create(ctx context.Context, id string, opts CreateOptions) (err
 	}()
 	bundle := r.BundleDir(id)
 	if err := os.Mkdir(bundle, 0o700); err != nil {
-		return fmt.Errorf("create sandbox %s: bundle: %w", id, err)
+		return "", fmt.Errorf("bundle: %w", err)
 	}
 	undo.push(func() error { return os.RemoveAll(bundle) })
-
-	specCfg := SpecConfig{Rootfs: r.cfg.Rootfs, Env: opts.Env}
-	var runArgs []string
-	if opts.RootfsTar != "" {
-		specCfg.Annotations = map[string]string{RootfsTarAnnotation: opts.RootfsTar}
-		// runsc refuses the annotation unless the caller opts in.
-		runArgs = append(runArgs, "--allow-rootfs-tar-annotation")
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), config, 0o600); err != nil {
+		return "", err
 	}
-	spec := BuildSpec(specCfg)
-	if err := writeJSON(filepath.Join(bundle, "config.json"), spec); err != nil {
-		return fmt.Errorf("create sandbox %s: %w", id, err)
-	}
-	// The sandbox inherits runsc's stdio, so a pipe would never reach EOF:
-	// runsc's own messages go to a file we read on failure.
 	logPath := filepath.Join(bundle, "runsc.log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("create sandbox %s: %w", id, err)
+		return "", err
 	}
 	defer logFile.Close()
 
@@ -210,20 +230,14 @@ func (r *Runner) Create(ctx context.Context, id string, opts CreateOptions) (err
 		defer cancel()
 		return r.delete(ctx, id)
 	})
-	callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
-	defer cancel()
-	cmd := r.command(append(runArgs, "run", "--detach", "--bundle="+bundle, "--pid-file="+r.sandboxPIDFile(id), id)...)
+	cmd := r.command(append(args, "--bundle="+bundle, "--pid-file="+r.sandboxPIDFile(id), id)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := startAndWait(callCtx, cmd); err != nil {
-		out, _ := os.ReadFile(logPath)
-		msg := lastLine(string(out))
-		if opts.RootfsTar != "" && ctx.Err() == nil && strings.Contains(msg, "tar") {
-			return &RootfsTarError{ID: id, Cause: tarCause(msg)}
-		}
-		return fmt.Errorf("create sandbox %s: runsc run: %w: %s", id, err, msg)
+	if err := startAndWait(ctx, cmd); err != nil {
+		data, _ := os.ReadFile(logPath)
+		sub := args[slices.IndexFunc(args, func(a string) bool { return !strings.HasPrefix(a, "-") })]
+		return string(data), fmt.Errorf("runsc %s: %w", sub, err)
 	}
-	undo.release()
-	return nil
+	return "", nil
 }
 
 // tarCause is the end of runsc's message about a rootfs tar it could not
