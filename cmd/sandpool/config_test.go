@@ -275,59 +275,39 @@ func TestConfigDefaultRootfsIsBuildRootfs(t *testing.T) {
 	assert.Equal(t, filepath.Join(wd, "build", "rootfs"), cfg.RootfsPath)
 }
 
-func TestConfigSnapshotPath(t *testing.T) {
+// TestConfigFeatureDirs: the snapshot and checkpoint directories come from
+// the file, upstream's variable, sandpool's variable, then the flag.
+func TestConfigFeatureDirs(t *testing.T) {
 	rootfs := fakeRootfs(t)
-	for _, tc := range []struct {
-		name string
-		args []string
-		env  map[string]string
-		file string
-		want string
+	for _, dir := range []struct {
+		key, upstream, env, flag string
+		get                      func(Config) string
 	}{
-		{name: "unset disables snapshots", want: ""},
-		{name: "config file", file: "filesystem_snapshot_path: /file/snaps\n", want: "/file/snaps"},
-		{name: "upstream variable", env: map[string]string{"FILESYSTEM_SNAPSHOT_MOUNT_PATH": "/upstream/snaps"}, want: "/upstream/snaps"},
-		{name: "sandpool variable beats upstream's", env: map[string]string{
-			"FILESYSTEM_SNAPSHOT_MOUNT_PATH":    "/upstream/snaps",
-			"SANDPOOL_FILESYSTEM_SNAPSHOT_PATH": "/sandpool/snaps",
-		}, want: "/sandpool/snaps"},
-		{name: "variable beats file", file: "filesystem_snapshot_path: /file/snaps\n",
-			env: map[string]string{"FILESYSTEM_SNAPSHOT_MOUNT_PATH": "/upstream/snaps"}, want: "/upstream/snaps"},
-		{name: "flag beats all", args: []string{"--filesystem-snapshot-path", "/flag/snaps"},
-			env: map[string]string{"SANDPOOL_FILESYSTEM_SNAPSHOT_PATH": "/sandpool/snaps"}, want: "/flag/snaps"},
+		{"filesystem_snapshot_path", "FILESYSTEM_SNAPSHOT_MOUNT_PATH", "SANDPOOL_FILESYSTEM_SNAPSHOT_PATH", "--filesystem-snapshot-path",
+			func(c Config) string { return c.FilesystemSnapshotPath }},
+		{"checkpoint_path", "SANDBOX_CHECKPOINT_MOUNT_PATH", "SANDPOOL_CHECKPOINT_PATH", "--checkpoint-path",
+			func(c Config) string { return c.CheckpointPath }},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := loadConfig(tc.args, testEnv(t, rootfs, tc.env, tc.file))
-			require.NoError(t, err)
-			assert.Equal(t, tc.want, cfg.FilesystemSnapshotPath)
-		})
-	}
-}
-
-func TestConfigCheckpointPath(t *testing.T) {
-	rootfs := fakeRootfs(t)
-	for _, tc := range []struct {
-		name string
-		args []string
-		env  map[string]string
-		file string
-		want string
-	}{
-		{name: "unset disables checkpoints", want: ""},
-		{name: "config file", file: "checkpoint_path: /file/cp\n", want: "/file/cp"},
-		{name: "upstream variable", env: map[string]string{"SANDBOX_CHECKPOINT_MOUNT_PATH": "/upstream/cp"}, want: "/upstream/cp"},
-		{name: "sandpool variable beats upstream's", env: map[string]string{
-			"SANDBOX_CHECKPOINT_MOUNT_PATH": "/upstream/cp",
-			"SANDPOOL_CHECKPOINT_PATH":      "/sandpool/cp",
-		}, want: "/sandpool/cp"},
-		{name: "flag beats all", args: []string{"--checkpoint-path", "/flag/cp"},
-			env: map[string]string{"SANDPOOL_CHECKPOINT_PATH": "/sandpool/cp"}, want: "/flag/cp"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := loadConfig(tc.args, testEnv(t, rootfs, tc.env, tc.file))
-			require.NoError(t, err)
-			assert.Equal(t, tc.want, cfg.CheckpointPath)
-		})
+		for _, tc := range []struct {
+			name string
+			args []string
+			env  map[string]string
+			file string
+			want string
+		}{
+			{name: "unset disables it", want: ""},
+			{name: "config file", file: dir.key + ": /file/d\n", want: "/file/d"},
+			{name: "upstream variable", env: map[string]string{dir.upstream: "/upstream/d"}, want: "/upstream/d"},
+			{name: "sandpool variable beats upstream's", env: map[string]string{dir.upstream: "/upstream/d", dir.env: "/sandpool/d"}, want: "/sandpool/d"},
+			{name: "variable beats file", file: dir.key + ": /file/d\n", env: map[string]string{dir.upstream: "/upstream/d"}, want: "/upstream/d"},
+			{name: "flag beats all", args: []string{dir.flag, "/flag/d"}, env: map[string]string{dir.env: "/sandpool/d"}, want: "/flag/d"},
+		} {
+			t.Run(dir.key+"/"+tc.name, func(t *testing.T) {
+				cfg, err := loadConfig(tc.args, testEnv(t, rootfs, tc.env, tc.file))
+				require.NoError(t, err)
+				assert.Equal(t, tc.want, dir.get(cfg))
+			})
+		}
 	}
 }
 
