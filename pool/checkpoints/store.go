@@ -224,10 +224,7 @@ func (s *Store) Save(ctx context.Context, meta Meta, write func(ctx context.Cont
 	var size int64
 	var digest string
 	if err == nil {
-		size, err = syncImage(ctx, tmp)
-	}
-	if err == nil {
-		digest, err = imageDigest(tmp)
+		size, digest, err = syncImage(ctx, tmp)
 	}
 	if err != nil {
 		return Meta{}, fmt.Errorf("checkpoint %s: %w", id, err)
@@ -290,58 +287,37 @@ func compactSpec(spec []byte) ([]byte, error) {
 }
 
 // syncImage makes an image durable and private (runsc creates its files
-// 0644, and an image holds the sandbox's memory), and returns the size of
-// its files. Symbolic links are neither followed nor counted.
-func syncImage(ctx context.Context, root string) (int64, error) {
-	var size int64
+// 0644, and an image holds the sandbox's memory) in the same pass that
+// takes its digest, and returns the size of its files. Symbolic links are
+// neither followed nor counted.
+func syncImage(ctx context.Context, root string) (int64, string, error) {
 	var dirs []string
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
+	size, digest, err := digestImage(root, func(path string, f *os.File) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		switch {
-		case d.IsDir():
+		if f == nil {
 			dirs = append(dirs, path)
 			return os.Chmod(path, 0o700)
-		case d.Type().IsRegular():
-			n, err := syncFile(path)
-			size += n
+		}
+		if err := f.Chmod(0o600); err != nil {
 			return err
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", path, err)
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	// Deepest first, so each directory records entries that are durable.
 	for _, d := range slices.Backward(dirs) {
 		if err := durable.SyncDir(d); err != nil {
-			return 0, fmt.Errorf("fsync %s: %w", d, err)
+			return 0, "", fmt.Errorf("fsync %s: %w", d, err)
 		}
 	}
-	return size, nil
-}
-
-func syncFile(path string) (int64, error) {
-	if err := os.Chmod(path, 0o600); err != nil {
-		return 0, err
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return 0, fmt.Errorf("fsync %s: %w", path, err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	return st.Size(), nil
+	return size, digest, nil
 }
 
 // writeMeta replaces m's meta.json atomically. renamed reports whether the
@@ -425,7 +401,7 @@ func (s *Store) Verify(m Meta) error {
 	if m.ImageSHA256 == "" {
 		return nil // saved before images had digests
 	}
-	digest, err := imageDigest(s.ImageDir(m))
+	_, digest, err := digestImage(s.ImageDir(m), nil)
 	if err != nil {
 		return corrupt(m.ID, "image %s: %v", m.Image, err)
 	}
@@ -435,13 +411,21 @@ func (s *Store) Verify(m Meta) error {
 	return nil
 }
 
-// imageDigest hashes every regular file under root: its path, size and
-// content, in WalkDir's (lexical) order.
-func imageDigest(root string) (string, error) {
+// digestImage hashes every regular file under root (its path, size and
+// content, in WalkDir's lexical order) and adds up their sizes. visit, when
+// set, sees each directory (f nil) and each open file before it is read.
+func digestImage(root string, visit func(path string, f *os.File) error) (int64, string, error) {
 	h := sha256.New()
+	var size int64
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
+		if err != nil {
 			return err
+		}
+		if d.IsDir() && visit != nil {
+			return visit(path, nil)
+		}
+		if !d.Type().IsRegular() {
+			return nil
 		}
 		rel, err := filepath.Rel(root, path)
 		if err != nil {
@@ -452,18 +436,24 @@ func imageDigest(root string) (string, error) {
 			return err
 		}
 		defer f.Close()
+		if visit != nil {
+			if err := visit(path, f); err != nil {
+				return err
+			}
+		}
 		fh := sha256.New()
 		n, err := io.Copy(fh, f)
 		if err != nil {
 			return err
 		}
+		size += n
 		fmt.Fprintf(h, "%s\x00%d\x00%x\n", rel, n, fh.Sum(nil))
 		return nil
 	})
 	if err != nil {
-		return "", err
+		return 0, "", err
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return size, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func corrupt(id, format string, args ...any) error {
@@ -741,31 +731,6 @@ func linked(f *os.File, path string) bool {
 	}
 	now, err := os.Stat(path)
 	return err == nil && os.SameFile(open, now)
-}
-
-// List returns the ids that have a checkpoint, sorted. Checkpoints that
-// cannot be loaded are reported in the error; the others are still
-// returned.
-func (s *Store) List() ([]string, error) {
-	entries, err := os.ReadDir(s.cfg.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("checkpoints: %w", err)
-	}
-	var ids []string
-	var errs []error
-	for _, e := range entries {
-		id := e.Name()
-		if !e.IsDir() || ValidID(id) != nil {
-			continue
-		}
-		switch _, err := s.Load(id); {
-		case err == nil:
-			ids = append(ids, id)
-		case !errors.Is(err, ErrNotFound):
-			errs = append(errs, err)
-		}
-	}
-	return ids, errors.Join(errs...)
 }
 
 func (s *Store) sandboxDir(id string) string { return filepath.Join(s.cfg.Dir, id) }
