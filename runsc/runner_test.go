@@ -695,11 +695,10 @@ exec)
 esac`)
 	r := newTestRunner(t, bin, nil)
 	p := startExec(t, r, ProcessSpec{Args: []string{"x"}, SurviveRestore: true})
-	begin := time.Now()
 	stdout, _ := readBoth(t, p)
+	// runsc exec's 137 would mean the status pipe was not waited for.
 	assert.Equal(t, 5, waitProc(t, p))
 	assert.Equal(t, "late\n", stdout)
-	assert.GreaterOrEqual(t, time.Since(begin), 300*time.Millisecond)
 }
 
 // Without a "pid" report (the program never started, or a runtime without
@@ -717,9 +716,8 @@ esac`)
 	p := startExec(t, r, ProcessSpec{Args: []string{"x"}, SurviveRestore: true})
 	killOnCleanup(t, readPID(t, filepath.Join(r.BundleDir("s1"), "orphan")))
 	go readBoth(t, p)
-	begin := time.Now()
+	// waitProc's bound fails the test if the orphan held the wait.
 	assert.Equal(t, 127, waitProc(t, p))
-	assert.Less(t, time.Since(begin), time.Second)
 }
 
 func TestExecKillBeforePidKnown(t *testing.T) {
@@ -1615,13 +1613,16 @@ func realExecSemantics(t *testing.T, surviveRestore bool) {
 		assert.Equal(t, 143, code, "the program does not inherit init's signal handling")
 	})
 	t.Run("command not found", func(t *testing.T) {
-		if !surviveRestore {
-			t.Skip("runsc exec's own message; languages always name an interpreter")
-		}
 		stdout, stderr, code := run(ProcessSpec{Args: []string{"no-such-command"}}, "")
-		assert.Equal(t, 127, code)
 		assert.Empty(t, stdout)
-		assert.Contains(t, stderr, "no-such-command: command not found")
+		if surviveRestore {
+			assert.Equal(t, 127, code)
+			assert.Contains(t, stderr, "no-such-command: command not found")
+		} else {
+			// runsc exec's own refusal.
+			assert.NotZero(t, code)
+			assert.Contains(t, stderr, `"no-such-command"`)
+		}
 	})
 	t.Run("kill kills the group", func(t *testing.T) {
 		p, err := r.Exec(ctx, id, ProcessSpec{Args: []string{"bash", "-c", `sleep 1000 & echo $! > /tmp/bg.pid; echo $$ > /tmp/fg.pid; exec sleep 1001`}, SurviveRestore: surviveRestore})

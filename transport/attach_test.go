@@ -78,10 +78,10 @@ func TestAttachOverADeadSocket(t *testing.T) {
 	owner := s.dial(t, "/create")
 	created := owner.create()
 	// The owner no longer reads: gorilla answers pings only while reading.
-	start := time.Now()
+	// The keepalive (10 s + 20 s by default) is far beyond the 5 s
+	// the client waits: only the probe can free the sandbox in time.
 	c := s.dial(t, attachPath(created["sandbox_id"].(string), created["sandbox_token"].(string)))
 	c.expectStatus(actors.StatusRunning)
-	assert.Less(t, time.Since(start), 10*time.Second, "replaced after one unanswered probe, not after the keepalive")
 	out, _ := c.run("bash", "taken over")
 	assert.Equal(t, "taken over", out)
 }
@@ -95,18 +95,18 @@ func TestDeadSocketIsDetectedByPing(t *testing.T) {
 	c := s.dial(t, "/create")
 	c.create()
 	c.ws.SetPingHandler(func(string) error { return nil }) // never pong
+	// Our deadline is far beyond PingInterval+PongWait: only the server
+	// can end this read.
 	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	start := time.Now()
 	for {
-		if _, _, err := c.ws.ReadMessage(); err != nil {
-			var ne interface{ Timeout() bool }
-			if assert.NotErrorAs(t, err, &ne, "the server closed it, not our deadline") {
-				break
-			}
-			return
+		_, _, err := c.ws.ReadMessage()
+		if err == nil {
+			continue
 		}
+		var ne interface{ Timeout() bool }
+		assert.NotErrorAs(t, err, &ne, "the server closed it, not our deadline")
+		return
 	}
-	assert.Less(t, time.Since(start), 2*time.Second)
 }
 
 func TestReconnectResumesTheOutputExactlyOnce(t *testing.T) {
