@@ -95,9 +95,9 @@ type ProcessSpec struct {
 	// SurviveRestore has the sandbox's init start the program (through
 	// the agent's relay) instead of runsc exec, so the program and its
 	// background jobs are not an exec session, which gVisor kills on a
-	// restore. It costs a second process start per execution (about
-	// 20-40 ms here), so only sandboxes that can be checkpointed ask
-	// for it.
+	// restore. It costs a second process start per execution (1.65x a
+	// raw runsc exec in docs/benchmarks.md), so only sandboxes that can
+	// be checkpointed ask for it.
 	SurviveRestore bool
 }
 
