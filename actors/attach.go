@@ -76,12 +76,11 @@ func (s *Sandbox) detachSink() {
 	e := s.exec
 	if e == nil && s.seq > 0 && containsSeq(unsent, s.seq) {
 		// It ended, but the client missed its end.
-		e = &execution{seq: s.seq, replay: newReplayBuffer(s.cfg.ReplayBuffer)}
+		e = &execution{seq: s.seq}
 		s.parked = e
 	}
-	if e != nil && !e.detached {
-		e.detached = true
-		e.replay = newReplayBuffer(s.cfg.ReplayBuffer)
+	if e != nil {
+		s.detachExec(e)
 	}
 	for _, ev := range unsent {
 		if e != nil && ev.seq == e.seq && ev.Status != StatusExecRunning {
@@ -128,14 +127,19 @@ func (s *Sandbox) onReconnect() {
 func (s *Sandbox) emitExec(e *execution, ev Event) {
 	ev.seq = e.seq
 	if e.detached || s.sink == nil {
-		if !e.detached {
-			e.detached = true
-			e.replay = newReplayBuffer(s.cfg.ReplayBuffer)
-		}
+		s.detachExec(e)
 		e.replay.add(ev)
 		return
 	}
 	s.emit(ev)
+}
+
+// detachExec starts keeping e's events for a reconnect (once).
+func (s *Sandbox) detachExec(e *execution) {
+	if !e.detached {
+		e.detached = true
+		e.replay = newReplayBuffer(s.cfg.ReplayBuffer)
+	}
 }
 
 // replayBuffer keeps an execution's events while no client is attached.
