@@ -99,7 +99,9 @@ func TestAttachOverADeadSocket(t *testing.T) {
 	owner.bash(t, "echo kept > /root/mine")
 	// The owner no longer reads, so it answers no ping.
 	c := attach(t, s, sb)
-	assert.True(t, s.log.logged("connection gave no sign of life"), "the probe, not the 30 s keepalive, replaced it")
+	// The server's log reaches the harness through a pipe, a moment later.
+	assert.Eventually(t, func() bool { return s.log.logged(sb.ID, "connection gave no sign of life") },
+		5*time.Second, 10*time.Millisecond, "the probe, not the 30 s keepalive, replaced it")
 	assert.Equal(t, "kept\n", c.bash(t, "cat /root/mine"))
 	c.killSandbox(t)
 }
