@@ -10,10 +10,11 @@ STATE_DIR ?= $(CURDIR)/var
 SANDPOOL := $(CURDIR)/bin/sandpool
 AGENT := $(CURDIR)/bin/sandpool-agent
 CONFIG ?= $(CURDIR)/cmd/sandpool/sandpool.yaml
+JS := $(CURDIR)/clients/js
 # Debian's mirror as this machine's own apt sources name it (never hard-coded).
 DEBIAN_MIRROR ?= $(shell awk '/^URIs:/ {print $$2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || awk '/^deb / {print $$2; exit}' /etc/apt/sources.list)
 
-.PHONY: all build runsc agent rootfs deps run test vet fmt-check bench clean
+.PHONY: all build runsc agent rootfs deps run test test-go test-js js-deps vet fmt-check bench clean
 
 all: build
 
@@ -91,10 +92,25 @@ run: deps build
 	$(SANDPOOL) serve --config $(CONFIG) --state-dir $(STATE_DIR) --filesystem-snapshot-path $(STATE_DIR)/snapshots --checkpoint-path $(STATE_DIR)/checkpoints $(ARGS)
 
 # Unit tests (fake runtime) and integration tests (real runsc and rootfs,
-# which `deps` installs). CI=true turns a missing runsc or rootfs into a
-# failure instead of a skip.
-test: deps fmt-check vet
+# which `deps` installs), of the server and of the TypeScript client. CI=true
+# turns a missing runsc or rootfs into a failure instead of a skip.
+test: test-go test-js
+
+test-go: deps fmt-check vet
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+# The TypeScript client (clients/js): type checks, its build, unit tests
+# against a fake server, integration tests against bin/sandpool with real
+# runsc, and `npm pack` installed into a fresh project.
+test-js: deps build js-deps
+	cd $(JS) && npm run build && npm run typecheck && npm test
+
+# npm packages exactly as package-lock.json pins them. Debian's nodejs is a
+# fallback for a machine without Node.js (the client wants Node 20).
+js-deps: $(JS)/node_modules/.package-lock.json
+$(JS)/node_modules/.package-lock.json: $(JS)/package.json $(JS)/package-lock.json
+	command -v npm >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm)
+	cd $(JS) && npm ci --no-audit --no-fund
 
 vet:
 	$(GO) vet ./...
@@ -104,7 +120,7 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 clean:
-	rm -rf $(CURDIR)/bin/sandpool
+	rm -rf $(CURDIR)/bin/sandpool $(JS)/dist
 
 # Latency of sandpool against raw runsc, measured in one run; rewrites
 # docs/benchmarks.md.

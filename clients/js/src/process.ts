@@ -50,7 +50,6 @@ export class SandboxProcess {
   private _reason: string | undefined;
   private _droppedBytes = 0;
   private failure: Error | null = null;
-  private killRequested = false;
 
   private readonly started: Promise<void>;
   private resolveStarted!: () => void;
@@ -148,10 +147,7 @@ export class SandboxProcess {
         // DONE follows once the process group is gone.
         return;
       case SandboxEvent.SANDBOX_EXECUTION_FORCE_KILL_ERROR:
-        if (this.killRequested) {
-          this.killFailure = new SandboxExecutionError(message.message ?? String(message.status), { status: message.status });
-          this.resolveKill?.();
-        }
+        this.killWaiter?.reject(new SandboxExecutionError(message.message ?? String(message.status), { status: message.status }));
         return;
     }
   }
@@ -173,7 +169,11 @@ export class SandboxProcess {
     this.stdout.finish(err ?? undefined);
     this.stderr.finish(err ?? undefined);
     this.resolveDone();
-    this.resolveKill?.();
+    if (err) {
+      this.killWaiter?.reject(err);
+    } else {
+      this.killWaiter?.resolve();
+    }
     this.onEnd();
   }
 
@@ -202,28 +202,24 @@ export class SandboxProcess {
     this.send({ action: 'close_stdin' });
   }
 
-  private killFailure: Error | null = null;
-  private resolveKill: (() => void) | null = null;
+  private killWaiter: { resolve: () => void; reject: (err: Error) => void } | null = null;
   private killing: Promise<void> | null = null;
 
-  /** Kills the whole process group; resolves once the server reports the end. */
+  /**
+   * Kills the whole process group; resolves once the server reports the
+   * end, rejects if the server could not kill it or the connection was lost.
+   */
   kill(): Promise<void> {
     if (this.phase === 'done') {
       return Promise.resolve();
     }
     if (!this.killing) {
-      this.killRequested = true;
-      this.killing = new Promise<void>((resolve) => {
-        this.resolveKill = resolve;
+      this.killing = new Promise<void>((resolve, reject) => {
+        this.killWaiter = { resolve, reject };
         this.send({ action: 'kill_process' });
-      }).then(() => {
+      }).finally(() => {
         this.killing = null;
-        this.killRequested = false;
-        const err = this.killFailure;
-        this.killFailure = null;
-        if (err) {
-          throw err;
-        }
+        this.killWaiter = null;
       });
     }
     return this.killing;

@@ -428,8 +428,9 @@ export class Sandbox extends EventEmitter {
       this.scheduleReconnect();
       return;
     }
-    const lost = this.userClosed ? 'The sandbox connection was closed.' : `The sandbox connection closed: code=${code}`;
-    this.finish(new SandboxConnectionError(lost, { closeCode: code, cause: err }));
+    // Closed as expected: after close(), kill, a checkpoint or a handoff.
+    const expected = this.userClosed || this._state === 'checkpointed' || this._state === 'killed';
+    this.finish(expected ? null : new SandboxConnectionError(`The sandbox connection closed: code=${code}`, { closeCode: code, cause: err }));
   }
 
   private scheduleReconnect(): void {
