@@ -1,27 +1,8 @@
-// One WebSocket to the server, JSON in both directions, plus the backoff
-// used between reconnect attempts.
+// One WebSocket to the server, JSON in both directions.
 
 import { EventEmitter } from 'node:events';
 import WebSocket, { type ClientOptions } from 'ws';
-import type { ReconnectOptions, WebSocketMessage } from './types.js';
-
-/** Default auto-reconnect tuning. */
-export const DEFAULT_RECONNECT: Required<ReconnectOptions> = {
-  maxAttempts: 8,
-  initialDelayMs: 100,
-  maxDelayMs: 5000,
-};
-
-/**
- * The delay before reconnect attempt `attempt` (0-based): exponential,
- * capped, with "equal jitter" (between half and all of it) so that many
- * clients dropped together do not come back in lockstep.
- */
-export function backoffDelay(attempt: number, options: Required<ReconnectOptions>, random: () => number = Math.random): number {
-  const exp = options.initialDelayMs * 2 ** Math.max(0, attempt);
-  const capped = Math.min(options.maxDelayMs, exp);
-  return Math.round(capped / 2 + (random() * capped) / 2);
-}
+import type { WebSocketMessage, WebSocketOptions } from './types.js';
 
 /** Joins the base URL (one trailing slash stripped, http(s) taken as ws(s)) and a path. */
 export function endpoint(base: string, path: string): string {
@@ -39,9 +20,9 @@ export class Connection extends EventEmitter {
   private lastError: Error | undefined;
   private closed = false;
 
-  constructor(url: string, options?: ClientOptions) {
+  constructor(url: string, options?: WebSocketOptions) {
     super();
-    this.ws = new WebSocket(url, options);
+    this.ws = new WebSocket(url, options as ClientOptions | undefined);
     this.ws.on('open', () => this.emit('open'));
     this.ws.on('message', (data, isBinary) => {
       if (isBinary) {

@@ -13,12 +13,13 @@ export {
   SandboxConnectionError,
   type SandboxErrorDetails,
 } from './errors.js';
-export { backoffDelay, DEFAULT_RECONNECT } from './connection.js';
+export { backoffDelay, DEFAULT_RECONNECT } from './backoff.js';
 export {
   EventType,
   SandboxEvent,
   type WebSocketMessage,
   type Language,
+  type WebSocketOptions,
   type ExecOptions,
   type ReconnectOptions,
   type ConnectOptions,

@@ -2,7 +2,8 @@
 // WebSocket at a time, with optional automatic re-attach.
 
 import { EventEmitter } from 'node:events';
-import { Connection, DEFAULT_RECONNECT, backoffDelay, endpoint } from './connection.js';
+import { DEFAULT_RECONNECT, backoffDelay } from './backoff.js';
+import { Connection, endpoint } from './connection.js';
 import {
   SandboxAttachError,
   SandboxCheckpointError,
@@ -98,6 +99,7 @@ export class Sandbox extends EventEmitter {
   private reconnectAttempt = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private refusal: SandboxError | null = null;
+  private ended = false;
   private readonly reconnectOptions: Required<ReconnectOptions>;
 
   private constructor(
@@ -196,7 +198,7 @@ export class Sandbox extends EventEmitter {
   }
 
   /** Saves the filesystem as a named snapshot that Sandbox.create can start from. */
-  snapshotFilesystem(name: string): Promise<void> {
+  async snapshotFilesystem(name: string): Promise<void> {
     this.ensureRunning();
     return this.operation('snapshot', 'snapshotting', { action: 'snapshot_filesystem', name });
   }
@@ -205,24 +207,56 @@ export class Sandbox extends EventEmitter {
    * Checkpoints memory, processes and files; the server then closes this
    * connection. Sandbox.attach with the same id and token restores it.
    */
-  checkpoint(): Promise<void> {
+  async checkpoint(): Promise<void> {
     this.ensureRunning();
     return this.operation('checkpoint', 'checkpointing', { action: 'checkpoint' });
   }
 
-  /** Deletes the sandbox on the server (and its checkpoint) and closes the connection. */
+  /**
+   * Deletes the sandbox on the server and closes the connection. A sandbox
+   * this client lost or closed is attached again (with its token) to be
+   * deleted; one already gone resolves. A checkpointed sandbox is left as
+   * it is (as the upstream client does): attach to it and kill to delete it.
+   */
   async kill(): Promise<void> {
     if (this.pending?.kind === 'kill') {
       throw new SandboxError('The sandbox is already being killed.');
     }
-    if (!['running', 'reconnecting', 'snapshotting', 'checkpointing', 'restoring'].includes(this._state)) {
-      await this.close();
-      return;
+    switch (this._state) {
+      case 'killed':
+        return;
+      case 'checkpointed':
+      case 'deleted':
+        await this.close();
+        return;
+      case 'closed':
+      case 'failed':
+        await this.killDetached();
+        return;
     }
     this.noReconnect = this._state !== 'reconnecting';
-    const done = this.operation('kill', 'killing', { action: 'kill_sandbox' });
-    await done;
+    await this.operation('kill', 'killing', { action: 'kill_sandbox' });
     await this.conn?.close();
+  }
+
+  private async killDetached(): Promise<void> {
+    this.clearReconnectTimer();
+    if (!this._sandboxId || !this._sandboxToken) {
+      return; // never created
+    }
+    const { wsOptions, enableDebug, debugLabel } = this.options;
+    let other: Sandbox;
+    try {
+      other = await Sandbox.attach(this.url, this._sandboxId, this._sandboxToken, { wsOptions, enableDebug, debugLabel });
+    } catch (err) {
+      if (err instanceof SandboxAttachError && err.status === SandboxEvent.SANDBOX_NOT_FOUND) {
+        this._state = 'killed';
+        return;
+      }
+      throw err;
+    }
+    await other.kill();
+    this._state = 'killed';
   }
 
   /**
@@ -456,6 +490,10 @@ export class Sandbox extends EventEmitter {
   // The end of this client's use of the sandbox: every waiter learns it.
   private finish(err: SandboxError | null): void {
     this.clearReconnectTimer();
+    if (this.ended) {
+      return;
+    }
+    this.ended = true;
     const endState = ['checkpointed', 'killed', 'deleted', 'failed'].includes(this._state) ? this._state : 'closed';
     this._state = endState;
     const reason = err ?? new SandboxConnectionError('The sandbox connection was closed.');

@@ -1,7 +1,7 @@
 // Wire types of the sandpool protocol (docs: ../../README.md, "Protocol"),
 // which is cloud-run-sandbox's plus a few additive keys.
 
-import type { ClientOptions } from 'ws';
+import type { Agent } from 'node:http';
 
 /** The `event` key of a server message. */
 export enum EventType {
@@ -89,6 +89,30 @@ export interface ReconnectOptions {
   maxDelayMs?: number;
 }
 
+/**
+ * Options of the underlying `ws` WebSocket: the commonly used part of ws's
+ * ClientOptions, restated so that these declarations need no @types/ws.
+ * A ws ClientOptions object fits; the object is passed to ws as it is.
+ */
+export interface WebSocketOptions {
+  headers?: Record<string, string>;
+  handshakeTimeout?: number;
+  maxPayload?: number;
+  perMessageDeflate?: boolean | object;
+  followRedirects?: boolean;
+  maxRedirects?: number;
+  origin?: string;
+  protocolVersion?: number;
+  agent?: Agent;
+  family?: number;
+  localAddress?: string;
+  rejectUnauthorized?: boolean;
+  servername?: string;
+  ca?: string | Buffer | Array<string | Buffer>;
+  cert?: string | Buffer | Array<string | Buffer>;
+  key?: string | Buffer | Array<string | Buffer | object>;
+}
+
 /** Options shared by create and attach. */
 export interface ConnectOptions {
   /** Re-attach with the token after an unexpected close (default false). */
@@ -100,7 +124,7 @@ export interface ConnectOptions {
   /** Prefix of debug lines. */
   debugLabel?: string;
   /** Passed to the `ws` WebSocket constructor (headers, TLS, ...). */
-  wsOptions?: ClientOptions;
+  wsOptions?: WebSocketOptions;
 }
 
 /** Options of Sandbox.create. */

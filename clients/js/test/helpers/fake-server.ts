@@ -95,6 +95,11 @@ export class FakeServer {
     return `ws://127.0.0.1:${address && typeof address === 'object' ? address.port : 0}`;
   }
 
+  /** Calls fn with the HTTP request of every later upgrade. */
+  onUpgrade(fn: (req: IncomingMessage) => void): void {
+    this.wss.on('connection', (_ws: WebSocket, req: IncomingMessage) => fn(req));
+  }
+
   /** The next accepted connection. */
   async accept(): Promise<FakeConn> {
     while (this.queue.length === 0) {

@@ -1,6 +1,7 @@
 // Message routing and error mapping of Sandbox and SandboxProcess against a
 // scripted fake server.
 
+import type { ClientOptions } from 'ws';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   Sandbox,
@@ -78,6 +79,17 @@ describe('create', () => {
     });
     conn.created();
     expect((await pending).info.filesystemSnapshotName).toBe('snap');
+  });
+
+  it('passes wsOptions to ws (a ws ClientOptions object fits)', async () => {
+    const wsOptions: ClientOptions = { headers: { authorization: 'Bearer x' }, handshakeTimeout: 5000 };
+    const seen = new Promise<string | undefined>((resolve) => server.onUpgrade((req) => resolve(req.headers.authorization)));
+    const pending = Sandbox.create(server.url, { wsOptions });
+    expect(await seen).toBe('Bearer x');
+    const conn = await server.accept();
+    await conn.next();
+    conn.created();
+    await pending;
   });
 
   it('takes an http URL as ws', async () => {
@@ -375,5 +387,48 @@ describe('snapshot, checkpoint, kill, close', () => {
     await closed;
     expect(sandbox.state).toBe('checkpointed');
     expect(server.paths).toEqual(['/create']);
+  });
+
+  it('kill() of a sandbox whose connection was lost attaches with the token and deletes it', async () => {
+    const { sandbox, conn } = await created();
+    const closed = new Promise((resolve) => sandbox.once('close', resolve));
+    conn.drop();
+    await closed;
+    let closes = 0;
+    sandbox.on('close', () => closes++);
+    const kill = sandbox.kill();
+    const again = await server.accept();
+    expect(again.path).toBe(`/attach/${'a'.repeat(32)}?sandbox_token=${'b'.repeat(64)}`);
+    again.status('SANDBOX_RUNNING');
+    expect(await again.next()).toEqual({ action: 'kill_sandbox' });
+    again.status('SANDBOX_KILLED');
+    again.close(1000);
+    await kill;
+    expect(sandbox.state).toBe('killed');
+    await sandbox.kill(); // nothing left to do
+    expect(server.paths).toHaveLength(2);
+    expect(closes).toBe(0); // 'close' was emitted once, before
+  });
+
+  it('kill() of a lost sandbox the server no longer has resolves', async () => {
+    const { sandbox, conn } = await created();
+    conn.drop();
+    await new Promise((resolve) => sandbox.once('close', resolve));
+    const kill = sandbox.kill();
+    const again = await server.accept();
+    again.error('SANDBOX_NOT_FOUND', 'Sandbox not found: x');
+    again.close(1011);
+    await kill;
+    expect(sandbox.state).toBe('killed');
+  });
+
+  it('operations on a closed sandbox reject (never throw synchronously)', async () => {
+    const { sandbox } = await created();
+    await sandbox.close();
+    for (const op of [() => sandbox.snapshotFilesystem('x'), () => sandbox.checkpoint(), () => sandbox.exec('bash', 'true')]) {
+      const result = op();
+      expect(result).toBeInstanceOf(Promise);
+      await expect(result).rejects.toThrow('Sandbox is not in a running state. Current state: closed');
+    }
   });
 });
