@@ -41,6 +41,7 @@ func main() {
 
 const usage = `usage: sandpool [serve] [flags]        serve sandboxes (the default command)
        sandpool snapshots list|rm ...   list or remove filesystem snapshots (sandpool snapshots --help)
+       sandpool load [flags]            load-test a server, or raw runsc (sandpool load --help)
 See README.md for the configuration.`
 
 func isHelp(arg string) bool {
@@ -78,8 +79,10 @@ func run(args []string, getenv func(string) string, stderr io.Writer) error {
 		return serve(ctx, cfg, newLogger(cfg, stderr), hup, reloadConfig)
 	case "snapshots":
 		return snapshotsCommand(args, getenv, os.Stdout, stderr)
+	case "load":
+		return loadCommand(args, os.Stdout, stderr)
 	default:
-		return fmt.Errorf("unknown command %q (commands: serve, snapshots)", cmd)
+		return fmt.Errorf("unknown command %q (commands: serve, snapshots, load)", cmd)
 	}
 }
 
