@@ -116,7 +116,9 @@ func (r *rawCycler) step(ctx context.Context) (context.Context, context.CancelFu
 
 func (r *rawCycler) cycle(ctx context.Context) (sample, error) {
 	var s sample
-	id := fmt.Sprintf("load%d-%d", os.Getpid(), r.seq.Add(1))
+	// Fixed width: runsc also accepts a unique prefix of an id, so "x-1"
+	// would be ambiguous once "x-10" exists.
+	id := fmt.Sprintf("load%d-%09d", os.Getpid(), r.seq.Add(1))
 	begin := time.Now()
 
 	sctx, cancel := r.step(ctx)
@@ -183,7 +185,7 @@ func (r *rawCycler) cycle(ctx context.Context) (sample, error) {
 }
 
 func (r *rawCycler) stepError(step string, ctx context.Context, err error) error {
-	if ctx.Err() != nil {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return &StepError{Step: step, Kind: "timeout", Err: err}
 	}
 	return &StepError{Step: step, Kind: "runsc", Err: err}
