@@ -54,6 +54,9 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is auto (console on a terminal, else JSON), json or console.
 	LogFormat string `yaml:"log_format"`
+	// PprofListen serves net/http/pprof on this loopback address, apart
+	// from the clients' listener; empty (the default) serves nothing.
+	PprofListen string `yaml:"pprof_listen"`
 	// FilesystemSnapshotPath is the snapshot directory; empty disables
 	// filesystem snapshots.
 	FilesystemSnapshotPath string `yaml:"filesystem_snapshot_path"`
@@ -129,6 +132,7 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	idle := fs.String("idle-timeout", "", "default idle timeout in seconds, 0 = never (default 300)")
 	fs.StringVar(&flagValues.LogLevel, "log-level", "", "debug, info, warn or error")
 	fs.StringVar(&flagValues.LogFormat, "log-format", "", "auto, json or console")
+	fs.StringVar(&flagValues.PprofListen, "pprof-listen", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&flagValues.FilesystemSnapshotPath, "filesystem-snapshot-path", "", "filesystem snapshot directory (default: snapshots disabled)")
 	fs.StringVar(&flagValues.CheckpointPath, "checkpoint-path", "", "checkpoint directory (default: checkpoints disabled)")
 	if err := fs.Parse(args); err != nil {
@@ -196,6 +200,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"SANDPOOL_PLATFORM":                 &c.Platform,
 		"SANDPOOL_LOG_LEVEL":                &c.LogLevel,
 		"SANDPOOL_LOG_FORMAT":               &c.LogFormat,
+		"SANDPOOL_PPROF_LISTEN":             &c.PprofListen,
 	}
 	for key, dst := range strs {
 		if v := getenv(key); v != "" {
@@ -232,6 +237,7 @@ func (c *Config) override(f Config, set map[string]bool) {
 		"runsc": {&c.RunscPath, &f.RunscPath}, "rootfs": {&c.RootfsPath, &f.RootfsPath},
 		"platform": {&c.Platform, &f.Platform}, "log-level": {&c.LogLevel, &f.LogLevel},
 		"log-format":               {&c.LogFormat, &f.LogFormat},
+		"pprof-listen":             {&c.PprofListen, &f.PprofListen},
 		"filesystem-snapshot-path": {&c.FilesystemSnapshotPath, &f.FilesystemSnapshotPath},
 		"checkpoint-path":          {&c.CheckpointPath, &f.CheckpointPath},
 	} {
@@ -322,6 +328,11 @@ func (c *Config) validate() error {
 	}
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
 		errs = append(errs, fmt.Errorf("log_level must be debug, info, warn or error, got %q", c.LogLevel))
+	}
+	if c.PprofListen != "" {
+		if err := checkLoopbackAddr(c.PprofListen); err != nil {
+			errs = append(errs, fmt.Errorf("pprof_listen: %w", err))
+		}
 	}
 	switch c.LogFormat {
 	case "auto", "json", "console":

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -235,6 +237,9 @@ func TestConfigValidation(t *testing.T) {
 		{name: "zero checkpoint timeout", file: "checkpoint_timeout: 0\n", want: "checkpoint_timeout"},
 		{name: "negative retention", file: "checkpoint_retention_days: -1\n", want: "checkpoint_retention_days"},
 		{name: "tiny reconnect buffer", file: "reconnect_buffer_bytes: 100\n", want: "reconnect_buffer_bytes"},
+		{name: "pprof on the network", args: []string{"--pprof-listen", "0.0.0.0:6060"}, want: "pprof_listen"},
+		{name: "pprof on a name", env: map[string]string{"SANDPOOL_PPROF_LISTEN": "example.invalid:6060"}, want: "pprof_listen"},
+		{name: "pprof without port", file: "pprof_listen: 127.0.0.1\n", want: "pprof_listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadConfig(tc.args, testEnv(t, fakeRootfs(t), tc.env, tc.file))
@@ -318,4 +323,14 @@ func TestConfigCheckpointKeys(t *testing.T) {
 	assert.Equal(t, 30.0, cfg.CheckpointTimeout)
 	assert.Equal(t, 7.0, cfg.CheckpointRetentionDays)
 	assert.Equal(t, 1<<20, cfg.ReconnectBufferBytes)
+}
+
+func TestPprofServesProfilesOnItsOwnListener(t *testing.T) {
+	srv, addr, err := startPprof("127.0.0.1:0", zerolog.Nop())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Close() })
+	resp, err := http.Get("http://" + addr + "/debug/pprof/cmdline")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
 }

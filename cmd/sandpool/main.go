@@ -188,6 +188,13 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, reloads <-chan o
 	if err != nil {
 		return err
 	}
+	if cfg.PprofListen != "" {
+		profiles, _, err := startPprof(cfg.PprofListen, log)
+		if err != nil {
+			return err
+		}
+		defer profiles.Close()
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
