@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -19,7 +20,9 @@ import (
 // be stocked again, and kills the claimed sandbox afterwards.
 func BenchmarkClaimFromAStockedPool(b *testing.B) {
 	p, err := New(Config{
-		System: actor.NewActorSystem(), Runtime: runsc.NewFake(), Logger: zerolog.Nop(),
+		// protoactor's own log line would split the benchmark's result line.
+		System:  actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) })),
+		Runtime: runsc.NewFake(), Logger: zerolog.Nop(),
 		Limits:               Limits{MaxSandboxes: 100, Pools: []PoolConfig{{Warm: 1}}},
 		HealthInterval:       time.Hour,
 		HousekeepingInterval: time.Hour,

@@ -1,17 +1,49 @@
 #!/usr/bin/env bash
-# Runs the latency benchmarks (sandpool vs raw runsc, interleaved in one run)
-# and rewrites docs/benchmarks.md with the machine, the command and the raw
-# output. Called by `make bench`.
+# Runs every benchmark of `make bench` and rewrites docs/benchmarks.md with
+# the date, the machine, the commands, a one-line result per scenario, the
+# targets met or missed, and the raw output and JSON:
+#  1. latency, sandpool vs raw runsc interleaved in one run (BENCH_N samples);
+#  2. scale scenarios once each: throughput, density, churn and crash hygiene
+#     (sandpool load against the server and with --raw-runsc);
+#  3. in-process Go benchmarks: a claim from a stocked pool (fake runtime)
+#     and the protocol's decode/encode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmd=(go test -v -run '^$' -bench . -benchtime "${BENCH_N:-30}x" -count 1 -timeout 30m ./tests/)
-out=$("${cmd[@]}" 2>&1) || { echo "$out"; exit 1; }
-echo "$out"
+json_dir=$(mktemp -d)
+trap 'rm -rf "$json_dir"' EXIT
+export BENCH_JSON_DIR=$json_dir
+
+latency_cmd=(go test -v -run '^$' -bench 'ColdPath|WarmClaim|Snapshot|Checkpoint' -benchtime "${BENCH_N:-30}x" -count 1 -timeout 40m ./tests/)
+scale_cmd=(go test -v -run '^$' -bench 'Throughput|Density|Churn|Crash' -benchtime 1x -count 1 -timeout 60m ./tests/)
+micro_cmd=(go test -run '^$' -bench 'ClaimFromAStockedPool|Decode|Encode' -benchmem -count 1 ./pool/ ./transport/)
+
+run() {
+	local out
+	echo "+ $*" >&2
+	out=$("$@" 2>&1) || { echo "$out" >&2; exit 1; }
+	echo "$out" >&2
+	printf '%s' "$out"
+}
+latency=$(run "${latency_cmd[@]}")
+scale=$(run "${scale_cmd[@]}")
+micro=$(run "${micro_cmd[@]}")
+out=$latency
+
+# One line per scenario: name: value unit (ratio vs raw).
+summary=$(
+	echo "$latency" | sed -n 's/.*bench_test.go:[0-9]*: \([A-Za-z0-9+-]*\): sandpool p50 \([0-9.]*\) ms p99 \([0-9.]*\) ms; raw runsc p50 [0-9.]* ms p99 [0-9.]* ms; ratio \([0-9.]*x\).*/\1: \2 ms p50, \3 ms p99 (\4 raw runsc)/p'
+	echo "$latency" | sed -n 's/.*bench_test.go:[0-9]*: warm-vs-cold-\([A-Za-z0-9+-]*\): warm p50 \([0-9.]*\) ms p99 \([0-9.]*\) ms; cold p50 [0-9.]* ms p99 [0-9.]* ms; \([0-9.]*x\) faster.*/warm-claim-vs-cold-\1: \2 ms p50, \3 ms p99 (\4 faster than a cold create)/p'
+	echo "$scale" | sed -n 's/.*scale_bench_test.go:[0-9]*: scenario: //p'
+	echo "$micro" | awk '/^BenchmarkClaimFromAStockedPool/ {for (i = 1; i < NF; i++) {if ($(i+1) == "p50-µs") p50 = $i; if ($(i+1) == "p99-µs") p99 = $i}; printf "claim-in-process: %s µs p50, %s µs p99 (fake runtime, no WebSocket)\n", p50, p99}
+		/^Benchmark(Decode|Encode)/ {name = $1; sub(/^Benchmark/, "", name); sub(/-[0-9]+$/, "", name); printf "%s: %s ns/op, %s allocs/op\n", name, $3, $(NF-1)}'
+)
+echo
+echo "$summary"
 mkdir -p docs
 {
 	echo "# Benchmarks"
 	echo
-	echo "Written by \`make bench\` on $(date -u +%Y-%m-%dT%H:%MZ). Medians and p99 of"
+	echo "Written by \`make bench\` on $(date -u +%Y-%m-%dT%H:%MZ). Latencies are medians and p99 of"
 	echo "${BENCH_N:-30} samples; sandpool and raw runsc are measured interleaved in the"
 	echo "same run, so compare the ratios, not absolute times across runs (the"
 	echo "machine is shared and noisy)."
@@ -19,9 +51,21 @@ mkdir -p docs
 	echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r);"
 	echo "$(go version | cut -d' ' -f3); runsc $(cat bin/runsc.version 2>/dev/null || echo unknown) (systrap, --network=none, --overlay2=root:memory)."
 	echo
-	echo "Command: \`${cmd[*]}\`"
+	echo "Commands (tests/bench.sh):"
 	echo
-	echo "## Results"
+	echo "* \`${latency_cmd[*]}\`"
+	echo "* \`${scale_cmd[*]}\`"
+	echo "* \`${micro_cmd[*]}\`"
+	echo
+	echo "## Summary"
+	echo
+	echo "One line per scenario: \`name: value unit (ratio vs raw runsc)\`."
+	echo
+	echo '```'
+	echo "$summary"
+	echo '```'
+	echo
+	echo "## Latency"
 	echo
 	echo "| measurement | sandpool p50 | sandpool p99 | raw runsc p50 | raw runsc p99 | ratio (p50) |"
 	echo "| --- | --- | --- | --- | --- | --- |"
@@ -79,10 +123,57 @@ mkdir -p docs
 		echo "Every warm claim meets its targets."
 	fi
 	echo
+	echo "## Scale"
+	echo
+	echo "* throughput-cN: \`sandpool load --sandboxes \${BENCH_SANDBOXES:-200} --concurrency N\` (create -> execute"
+	echo "  \`echo hi\` -> read all output -> kill) against a server with the \`make run\` config (2 warm base"
+	echo "  sandboxes, 2 creations at once), then \`sandpool load --raw-runsc\` doing the same with the runsc CLI"
+	echo "  (create+start, exec, delete --force) at the same concurrency. The ratio is sandpool's throughput over"
+	echo "  raw runsc's (above 1: sandpool is faster, thanks to its warm pool)."
+	echo "* density-N: N idle sandboxes (\`idle_timeout\` 0) started 4 at a time, stopping at the first"
+	echo "  failure. Memory per sandbox is the PSS (from \`/proc/<pid>/smaps_rollup\`) of every runsc, gofer and"
+	echo "  sandbox process of the server, divided by the live sandboxes (the 2 warm ones included); then 30"
+	echo "  warm claims while they all run. Target: under 20 MiB each."
+	echo "* churn-N: N create -> execute -> kill cycles at concurrency 4 with a warm pool; runsc processes,"
+	echo "  containers, mounts, state directories (bundles and runsc root entries), the server's open fds and"
+	echo "  its goroutines are counted once settled before and after. Target: all equal."
+	echo "* crash-N: N sandboxes (half of them executing \`sleep 600\`), then SIGKILL of the server, a restart"
+	echo "  on the same state dir, and the same counts plus the old processes still running. Target: nothing"
+	echo "  from before remains."
+	echo
+	density=$(echo "$summary" | sed -n 's/^density-[0-9]*: \([0-9.]*\) MiB.*/\1/p')
+	scale_missed=$(
+		[ -n "$density" ] && awk -v d="$density" 'BEGIN {if (d >= 20) printf "density %.1f MiB per sandbox; ", d}'
+		echo "$summary" | grep -E '^churn-[0-9]+: ' | grep -vq '^churn-[0-9]*: 0 leaks' && printf 'churn left something behind; '
+		echo "$summary" | grep -E '^crash-[0-9]+: ' | grep -vq '^crash-[0-9]*: 0 left' && printf 'crash left something behind; '
+		true
+	)
+	if [ -n "$scale_missed" ]; then
+		echo "**Missed a scale target:** ${scale_missed%; }."
+	else
+		echo "Every scale scenario meets its target."
+	fi
+	echo
+	echo "## Raw JSON"
+	echo
+	for f in "$json_dir"/*.json; do
+		[ -e "$f" ] || continue
+		echo "### $(basename "$f" .json)"
+		echo
+		echo '```json'
+		cat "$f"
+		echo
+		echo '```'
+		echo
+	done
 	echo "## Raw output"
 	echo
 	echo '```'
-	echo "$out"
+	echo "$latency"
+	echo
+	echo "$scale"
+	echo
+	echo "$micro"
 	echo '```'
 } > docs/benchmarks.md
 echo "wrote docs/benchmarks.md"
