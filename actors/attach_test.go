@@ -136,12 +136,51 @@ func TestReconnectReplaysWhatTheClientMissed(t *testing.T) {
 	running := second.next(t)
 	assert.Equal(t, StatusExecRunning, running.Status)
 	assert.Zero(t, running.DroppedBytes)
+	kept := second.next(t)
+	assert.Equal(t, "two\nthree\nfour\n", kept.Data, "kept output comes merged")
+	assert.Equal(t, int64(len("one\n")), kept.Offset, "where it starts in the stream")
 	steps <- "five\n"
 	close(steps)
-	statuses, stdout, _, _ := second.until(t, StatusExecDone)
-	assert.Equal(t, "two\nthree\nfour\nfive\n", stdout, "every line once, in order")
-	assert.Equal(t, []string{StatusExecDone}, statuses)
+	live := second.next(t)
+	assert.Equal(t, "five\n", live.Data)
+	assert.Equal(t, int64(len("one\ntwo\nthree\nfour\n")), live.Offset)
+	assert.Equal(t, StatusExecDone, second.next(t).Status)
 	h.sink.quiet(t)
+}
+
+// TestOutputOffsetsCountEachStream: every chunk says where it starts in
+// its own stream, stdout and stderr apart, from 0 in each execution.
+func TestOutputOffsetsCountEachStream(t *testing.T) {
+	rt := runsc.NewFake()
+	rt.Handler = func(e runsc.FakeExec) int {
+		for i := range 50 {
+			_, _ = io.WriteString(e.Stdout, strings.Repeat("o", i+1))
+			_, _ = io.WriteString(e.Stderr, strings.Repeat("é", i+1)) // 2 bytes each
+		}
+		return 0
+	}
+	h, err := start(t, rt, Settings{})
+	require.NoError(t, err)
+	for range 2 {
+		h.ref.Send(Execute{Language: "bash", Code: "x", HasCode: true})
+		var written [2]int64
+		for {
+			ev := h.sink.next(t)
+			if ev.Kind == EventStatus {
+				if ev.Status == StatusExecDone {
+					break
+				}
+				continue
+			}
+			i := 0
+			if ev.Kind == EventStderr {
+				i = 1
+			}
+			require.Equal(t, written[i], ev.Offset, "%s chunk %q", ev.Kind, ev.Data)
+			written[i] += int64(len(ev.Data))
+		}
+		assert.Equal(t, [2]int64{50 * 51 / 2, 2 * 50 * 51 / 2}, written, "bytes per stream")
+	}
 }
 
 func TestReconnectAfterTheExecutionEnded(t *testing.T) {

@@ -75,6 +75,11 @@ type Event struct {
 	// Pool is "hit" or "miss" on the RUNNING of a create (an additive key:
 	// whether a warm sandbox served it).
 	Pool string
+	// Offset is where an output chunk's Data starts in its stream (stdout
+	// or stderr) of the execution, in bytes of UTF-8 (an additive key): a
+	// client that reconnects skips what it already has of a chunk replayed
+	// because its delivery was never confirmed.
+	Offset int64
 	// CloseCode, when set, asks the transport to close the connection with
 	// it after sending this event.
 	CloseCode int
@@ -87,8 +92,16 @@ type Event struct {
 	seq int
 }
 
+// Replayable reports whether the event belongs to an execution (output,
+// FORCE_KILLED, DONE): a Drainer keeps such events until the client has
+// confirmed them, since a reconnect replays them; others it may drop once
+// written.
+func (e Event) Replayable() bool { return e.seq != 0 }
+
 // Release returns the event's output bytes to the execution's flow window;
-// a Sink calls it once the event is written or dropped.
+// a Sink calls it once the client has the event (for a replayable one: has
+// confirmed it) or the event is dropped, so a client that stops reading
+// holds back the process instead of growing memory.
 func (e Event) Release() {
 	if e.credit != nil {
 		e.credit.release()
@@ -100,9 +113,9 @@ type Sink interface {
 	Send(Event)
 }
 
-// Drainer is a Sink that can give back the events it accepted but never
-// delivered (its client dropped); it is asked once, on Detach, after which
-// it takes no more events.
+// Drainer is a Sink that can give back the events it accepted but whose
+// delivery its client never confirmed (the client dropped), in order; it
+// is asked once, on Detach, after which it takes no more events.
 type Drainer interface {
 	Unsent() []Event
 }

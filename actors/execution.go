@@ -148,6 +148,7 @@ func (s *Sandbox) onOutput(msg execOutput) {
 		return
 	}
 	s.touch()
+	ev.Offset = s.exec.nextOffset(msg.kind, len(msg.text))
 	s.emitExec(s.exec, ev)
 }
 

@@ -203,6 +203,22 @@ type execution struct {
 	// a client attaches and sends reconnect.
 	detached bool
 	replay   replayBuffer
+
+	// written counts the output bytes (UTF-8) emitted so far per stream,
+	// stdout and stderr: the Offset of the next chunk.
+	written [2]int64
+}
+
+// nextOffset gives the offset of a chunk of n bytes of stream kind and
+// advances it.
+func (e *execution) nextOffset(kind string, n int) int64 {
+	i := 0
+	if kind == EventStderr {
+		i = 1
+	}
+	off := e.written[i]
+	e.written[i] += int64(n)
+	return off
 }
 
 // release stops feeding the execution: no more stdin, no timeout, and no

@@ -71,6 +71,8 @@ type event struct {
 	Pool string `json:"pool"`
 	// DroppedBytes is on the RUNNING that resumes a detached execution.
 	DroppedBytes int64 `json:"dropped_bytes"`
+	// Offset is on every output chunk: where its data starts in its stream.
+	Offset *int64 `json:"offset"`
 
 	raw []byte
 }
@@ -173,6 +175,9 @@ func (c *client) readE(timeout time.Duration) (event, error) {
 		}
 		if json.Unmarshal(data, &probe) != nil || probe.Data == nil {
 			return event{}, fmt.Errorf("output event without string data: %s", data)
+		}
+		if ev.Offset == nil {
+			return event{}, fmt.Errorf("output event without offset: %s", data)
 		}
 	}
 	if ev.Event == "status_update" && isErrorStatus(ev.Status) && ev.Message == "" {
@@ -371,6 +376,21 @@ func (c *client) run(t testing.TB, language, code string) result {
 	res, err := c.runE(language, code)
 	require.NoError(t, err, "%s: %s", language, truncate(code, 200))
 	return res
+}
+
+// resumeStdout appends the stdout chunks of res to have, the stdout a
+// client already received, skipping by offset what a replay repeats, as a
+// reconnecting client does.
+func resumeStdout(have string, res result) string {
+	for _, ev := range res.Output {
+		if ev.Event != "stdout" {
+			continue
+		}
+		if end := int(*ev.Offset) + len(ev.Data); end > len(have) {
+			have += ev.Data[len(have)-int(*ev.Offset):]
+		}
+	}
+	return have
 }
 
 // collect reads the running execution's output until DONE.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -86,6 +87,41 @@ func TestAttachOverADeadSocket(t *testing.T) {
 	assert.Equal(t, "taken over", out)
 }
 
+// TestAProbeIsAnsweredOnlyByItsOwnPong: an owner that answers an older
+// ping while ignoring the probe's is dead for the probe; the attach
+// replaces it instead of hearing SANDBOX_IN_USE.
+func TestAProbeIsAnsweredOnlyByItsOwnPong(t *testing.T) {
+	s := newTestServer(t, 4)
+	steps := linesExec(s)
+	owner := s.dial(t, "/create")
+	created := owner.create()
+	pings := make(chan string, 10)
+	owner.ws.SetPingHandler(func(payload string) error { pings <- payload; return nil }) // answers nothing by itself
+	owner.send(map[string]any{"language": "bash", "code": "lines"})
+	owner.expectStatus(actors.StatusExecRunning)
+	go func() {
+		for {
+			if _, _, err := owner.ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	older := <-pings // the confirmation ping after RUNNING
+
+	attached := make(chan *wsClient)
+	go func() {
+		c := s.dial(t, attachPath(created["sandbox_id"].(string), created["sandbox_token"].(string)))
+		attached <- c
+	}()
+	probe := <-pings
+	require.NotEqual(t, older, probe)
+	// The pong of the older ping, once the probe is under way.
+	require.NoError(t, owner.ws.WriteControl(websocket.PongMessage, []byte(older), time.Now().Add(time.Second)))
+	c := <-attached
+	c.expectStatus(actors.StatusRunning)
+	close(steps)
+}
+
 // TestDeadSocketIsDetectedByPing: a client that answers no ping loses its
 // connection within PingInterval+PongWait.
 func TestDeadSocketIsDetectedByPing(t *testing.T) {
@@ -109,8 +145,9 @@ func TestDeadSocketIsDetectedByPing(t *testing.T) {
 	}
 }
 
-func TestReconnectResumesTheOutputExactlyOnce(t *testing.T) {
-	s := newTestServer(t, 4)
+// linesExec makes the fake runtime's executions print what the test sends
+// on the returned channel, until it is closed.
+func linesExec(s *testServer) chan string {
 	steps := make(chan string)
 	s.rt.Handler = func(e runsc.FakeExec) int {
 		for line := range steps {
@@ -120,13 +157,58 @@ func TestReconnectResumesTheOutputExactlyOnce(t *testing.T) {
 		}
 		return 0
 	}
+	return steps
+}
+
+// chunk is one stdout event: its data and where it starts in the stream.
+type chunk struct {
+	data   string
+	offset int
+}
+
+// readChunks reads stdout events up to DONE.
+func (c *wsClient) readChunks() []chunk {
+	c.t.Helper()
+	var chunks []chunk
+	for {
+		ev := c.next()
+		if ev["event"] == "stdout" {
+			require.Contains(c.t, ev, "offset", "every output chunk says where it starts")
+			chunks = append(chunks, chunk{ev["data"].(string), int(ev["offset"].(float64))})
+			continue
+		}
+		require.Equal(c.t, actors.StatusExecDone, ev["status"], "event %v", ev)
+		return chunks
+	}
+}
+
+// resume appends chunks to what a client already has, as a client does
+// that skips by offset: a chunk replayed in part adds only its new part.
+func resume(have string, chunks []chunk) string {
+	for _, ch := range chunks {
+		if end := ch.offset + len(ch.data); end > len(have) {
+			have += ch.data[len(have)-ch.offset:]
+		}
+	}
+	return have
+}
+
+// TestReconnectReplaysWhatTheClientNeverConfirmed: the owner read "1\n"
+// but vanished before answering the ping after it, so the server cannot
+// know it arrived: the replay has it again, at offset 0, and a client
+// skipping by offset gets every byte exactly once.
+func TestReconnectReplaysWhatTheClientNeverConfirmed(t *testing.T) {
+	s := newTestServer(t, 4)
+	steps := linesExec(s)
 	owner := s.dial(t, "/create")
 	created := owner.create()
 	owner.send(map[string]any{"language": "bash", "code": "lines"})
 	owner.expectStatus(actors.StatusExecRunning)
 	steps <- "1\n"
-	assert.Equal(t, "1\n", owner.next()["data"])
-	// The connection drops without a close frame.
+	first := owner.next()
+	assert.Equal(t, "1\n", first["data"])
+	assert.Equal(t, float64(0), first["offset"])
+	// The connection drops without a close frame, the ping unread.
 	require.NoError(t, owner.ws.UnderlyingConn().Close())
 	c := s.dial(t, attachPath(created["sandbox_id"].(string), created["sandbox_token"].(string)))
 	c.expectStatus(actors.StatusRunning)
@@ -137,17 +219,55 @@ func TestReconnectResumesTheOutputExactlyOnce(t *testing.T) {
 	c.expectStatus(actors.StatusExecRunning)
 	steps <- "4\n"
 	close(steps)
-	out := ""
-	for {
-		ev := c.next()
-		if ev["event"] == "stdout" {
-			out += ev["data"].(string)
-			continue
-		}
-		require.Equal(t, actors.StatusExecDone, ev["status"])
-		break
+	chunks := c.readChunks()
+	require.NotEmpty(t, chunks)
+	assert.Equal(t, 0, chunks[0].offset, "the unconfirmed chunk comes again")
+	assert.Equal(t, "1\n2\n3\n4\n", resume("", chunks))
+	assert.Equal(t, "1\n2\n3\n4\n", resume("1\n", chunks), "exactly once for a client that had the first line")
+}
+
+// TestReconnectSkipsWhatTheClientConfirmed: the owner answered the ping
+// after "1\n" before it dropped: the replay starts after it.
+func TestReconnectSkipsWhatTheClientConfirmed(t *testing.T) {
+	s := newTestServer(t, 4)
+	steps := linesExec(s)
+	owner := s.dial(t, "/create")
+	created := owner.create()
+	answered := make(chan string, 10)
+	owner.ws.SetPingHandler(func(payload string) error {
+		err := owner.ws.WriteControl(websocket.PongMessage, []byte(payload), time.Now().Add(time.Second))
+		answered <- payload
+		return err
+	})
+	owner.send(map[string]any{"language": "bash", "code": "lines"})
+	owner.expectStatus(actors.StatusExecRunning)
+	steps <- "1\n"
+	assert.Equal(t, "1\n", owner.next()["data"])
+	for len(answered) > 0 { // pings read so far came before "1\n"
+		<-answered
 	}
-	assert.Equal(t, "2\n3\n4\n", out)
+	readDone := make(chan struct{})
+	go func() { // reads, so answers the ping, until the close is echoed
+		defer close(readDone)
+		_, _, _ = owner.ws.ReadMessage()
+	}()
+	select {
+	case p := <-answered:
+		require.NotEmpty(t, p, "a confirmation ping names its batch")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no confirmation ping after the output")
+	}
+	// The server reads the pong before the close frame that follows it,
+	// and echoes the close once it did.
+	require.NoError(t, owner.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(time.Second)))
+	<-readDone
+	c := s.dial(t, attachPath(created["sandbox_id"].(string), created["sandbox_token"].(string)))
+	c.expectStatus(actors.StatusRunning)
+	steps <- "2\n"
+	c.send(map[string]any{"action": "reconnect"})
+	c.expectStatus(actors.StatusExecRunning)
+	close(steps)
+	assert.Equal(t, []chunk{{"2\n", 2}}, c.readChunks())
 }
 
 func TestCheckpointAndRestoreOverWebSocket(t *testing.T) {

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -38,7 +39,9 @@ type conn struct {
 	ws    *websocket.Conn
 	log   zerolog.Logger
 	queue *eventQueue
-	ref   *actors.Ref
+	// acks holds what was written but not yet confirmed by the client.
+	acks *unconfirmed
+	ref  *actors.Ref
 
 	frames     chan frame
 	readerDone chan struct{}
@@ -48,8 +51,12 @@ type conn struct {
 
 	// gone is set once the sandbox reported its end.
 	gone atomic.Bool
-	// alive gets a token for every pong and frame: Probe's sign of life.
-	alive chan struct{}
+	// alive gets a token for every frame, and for the pong of the probe
+	// under way (probe holds its ping's payload): Probe's sign of life. A
+	// pong to another ping may answer one sent long before the probe.
+	alive  chan struct{}
+	probe  atomic.Pointer[string]
+	probes atomic.Uint64
 }
 
 func (s *Server) newConn(ws *websocket.Conn) *conn {
@@ -62,14 +69,19 @@ func (s *Server) newConn(ws *websocket.Conn) *conn {
 		writerDone: make(chan struct{}),
 		stop:       make(chan struct{}),
 		alive:      make(chan struct{}, 1),
+		acks:       newUnconfirmed(),
 	}
 	c.queue = newEventQueue(outboundEvents, func() {
 		c.log.Warn().Msg("client too slow: outbound queue full, closing")
 		_ = ws.UnderlyingConn().Close()
 	})
 	ws.SetReadLimit(hardMessageLimit)
-	ws.SetPongHandler(func(string) error {
-		c.signalAlive()
+	ws.SetPongHandler(func(payload string) error {
+		if p := c.probe.Load(); p != nil && *p == payload {
+			c.signalAlive()
+		} else {
+			c.acks.confirm(payload)
+		}
 		return c.extendDeadline()
 	})
 	go c.readLoop()
@@ -101,7 +113,10 @@ func (c *conn) Probe(timeout time.Duration) bool {
 	case <-c.alive: // an old sign says nothing about now
 	default:
 	}
-	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(timeout)); err == nil {
+	payload := fmt.Sprintf("probe-%d", c.probes.Add(1))
+	c.probe.Store(&payload)
+	defer c.probe.Store(nil)
+	if err := c.ws.WriteControl(websocket.PingMessage, []byte(payload), time.Now().Add(timeout)); err == nil {
 		t := time.NewTimer(timeout)
 		defer t.Stop()
 		select {
@@ -118,9 +133,9 @@ func (c *conn) Probe(timeout time.Duration) bool {
 	return false
 }
 
-// Unsent implements actors.Drainer: the events not written to the client.
-// The connection takes no more events afterwards.
-func (c *conn) Unsent() []actors.Event { return c.queue.drain() }
+// Unsent implements actors.Drainer: the events the client did not confirm,
+// written or not, in order. The connection takes no more events afterwards.
+func (c *conn) Unsent() []actors.Event { return append(c.acks.take(), c.queue.drain()...) }
 
 func (c *conn) extendDeadline() error {
 	return c.ws.SetReadDeadline(time.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PongWait))
@@ -161,8 +176,8 @@ func (c *conn) readLoop() {
 	}
 }
 
-// writeLoop is the only writer of the socket: events in order, pings, and
-// the close frame an event may ask for.
+// writeLoop is the only writer of the socket: events in order, keepalive
+// and confirmation pings, and the close frame an event may ask for.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	ping := time.NewTicker(c.srv.cfg.PingInterval)
@@ -177,6 +192,12 @@ func (c *conn) writeLoop() {
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
 				return
 			}
+		case <-c.acks.wantAck:
+			if payload, ok := c.acks.pingFor(); ok {
+				if err := c.ws.WriteControl(websocket.PingMessage, []byte(payload), time.Now().Add(writeTimeout)); err != nil {
+					return
+				}
+			}
 		case <-c.stop:
 			return
 		}
@@ -184,21 +205,24 @@ func (c *conn) writeLoop() {
 }
 
 // writeAll writes events in order; false means the connection is done (a
-// write failed or an event closed it). After a failed write the events
-// not written go back to the queue, for the sandbox to replay.
+// write failed or an event closed it). Written events wait for the
+// client's confirmation; after a failed write the events not written go
+// back to the queue. Both are the sandbox's to replay.
 func (c *conn) writeAll(events []actors.Event) bool {
 	for i, ev := range events {
 		if !c.write(ev) {
+			c.acks.written(events[:i])
 			c.queue.requeue(events[i:])
 			return false
 		}
-		ev.Release()
 		if ev.CloseCode != 0 {
+			c.acks.written(events[:i+1])
 			releaseAll(events[i+1:])
 			c.closeWith(ev.CloseCode)
 			return false
 		}
 	}
+	c.acks.written(events)
 	return true
 }
 
@@ -217,6 +241,7 @@ type wireEvent struct {
 	Data         string `json:"data,omitempty"`
 	SandboxID    string `json:"sandbox_id,omitempty"`
 	SandboxToken string `json:"sandbox_token,omitempty"`
+	Offset       *int64 `json:"offset,omitempty"`
 	ExitCode     *int   `json:"exit_code,omitempty"`
 	Reason       string `json:"reason,omitempty"`
 	Pool         string `json:"pool,omitempty"`
@@ -224,11 +249,15 @@ type wireEvent struct {
 }
 
 func encodeEvent(ev actors.Event) ([]byte, error) {
-	return json.Marshal(wireEvent{
+	w := wireEvent{
 		Event: ev.Kind, Status: ev.Status, Message: ev.Message, Data: ev.Data,
 		SandboxID: ev.SandboxID, SandboxToken: ev.Token, ExitCode: ev.ExitCode, Reason: ev.Reason, Pool: ev.Pool,
 		DroppedBytes: ev.DroppedBytes,
-	})
+	}
+	if ev.Kind == actors.EventStdout || ev.Kind == actors.EventStderr {
+		w.Offset = &ev.Offset // 0 too: a replayed first chunk must say so
+	}
+	return json.Marshal(w)
 }
 
 // write sends one event; the caller releases it once it is written.
@@ -373,4 +402,5 @@ func (c *conn) shutdown() {
 	_ = c.ws.Close()
 	<-c.readerDone
 	c.queue.close()
+	releaseAll(c.acks.take())
 }
