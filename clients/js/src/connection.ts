@@ -10,20 +10,39 @@ export function endpoint(base: string, path: string): string {
   return trimmed.replace(/^http(s?):\/\//, 'ws$1://') + path;
 }
 
+/** Default interval of the client's pings; 0 turns them off. */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 10_000;
+
 /**
  * Events: 'open', 'message' (a parsed WebSocketMessage), 'close' (code,
  * reason, error?). 'close' is emitted exactly once, also when the socket
  * never opened; error then says why.
+ *
+ * A peer that vanished without closing (a dead network path, a frozen
+ * proxy) sends nothing more, and TCP alone may not notice for minutes: the
+ * connection pings every heartbeatMs and drops the socket (code 1006) when
+ * a whole interval passed with neither a pong nor any other frame, so that
+ * auto-reconnect can start. Every WebSocket server answers pings.
  */
 export class Connection extends EventEmitter {
   private readonly ws: WebSocket;
   private lastError: Error | undefined;
   private closed = false;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private heardFrom = true;
 
-  constructor(url: string, options?: WebSocketOptions) {
+  constructor(url: string, options?: WebSocketOptions, heartbeatMs = DEFAULT_HEARTBEAT_INTERVAL_MS) {
     super();
     this.ws = new WebSocket(url, options as ClientOptions | undefined);
-    this.ws.on('open', () => this.emit('open'));
+    this.ws.on('open', () => {
+      this.startHeartbeat(heartbeatMs);
+      this.emit('open');
+    });
+    for (const sign of ['ping', 'pong', 'message'] as const) {
+      this.ws.on(sign, () => {
+        this.heardFrom = true;
+      });
+    }
     this.ws.on('message', (data, isBinary) => {
       if (isBinary) {
         return; // the protocol is text frames only
@@ -43,8 +62,28 @@ export class Connection extends EventEmitter {
     });
     this.ws.on('close', (code, reason) => {
       this.closed = true;
+      if (this.heartbeat) {
+        clearInterval(this.heartbeat);
+      }
       this.emit('close', code, reason.toString(), this.lastError);
     });
+  }
+
+  private startHeartbeat(intervalMs: number): void {
+    if (intervalMs <= 0) {
+      return;
+    }
+    this.heartbeat = setInterval(() => {
+      if (!this.heardFrom) {
+        this.lastError = new Error(`no answer from the server for ${intervalMs} ms`);
+        this.ws.terminate();
+        return;
+      }
+      this.heardFrom = false;
+      this.ws.ping();
+    }, intervalMs);
+    // A heartbeat alone must not keep a program alive.
+    this.heartbeat.unref();
   }
 
   /** True while frames can be sent. */

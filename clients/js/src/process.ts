@@ -49,6 +49,8 @@ export class SandboxProcess {
   private _exitCode: number | null = null;
   private _reason: string | undefined;
   private _droppedBytes = 0;
+  // Bytes of each stream received so far, by the server's offsets.
+  private readonly received = { stdout: 0, stderr: 0 };
   private failure: Error | null = null;
 
   private readonly started: Promise<void>;
@@ -110,13 +112,31 @@ export class SandboxProcess {
       case EventType.STDOUT:
       case EventType.STDERR:
         if (this.phase === 'running' && typeof message.data === 'string' && message.data !== '') {
-          (message.event === EventType.STDOUT ? this.stdout : this.stderr).push(message.data, 'utf8');
+          this.output(message.event === EventType.STDOUT ? 'stdout' : 'stderr', message.data, message.offset);
         }
         return;
       case EventType.STATUS_UPDATE:
         this.handleStatus(message);
         return;
     }
+  }
+
+  // After a reconnect the server replays what this client may not have
+  // confirmed receiving; the offset says where each chunk starts, so what
+  // arrived before the drop is skipped (a server without offsets: all kept).
+  private output(stream: 'stdout' | 'stderr', data: string, offset: number | undefined): void {
+    let chunk = Buffer.from(data, 'utf8');
+    if (typeof offset === 'number') {
+      const seen = this.received[stream] - offset;
+      if (seen >= chunk.length) {
+        return;
+      }
+      if (seen > 0) {
+        chunk = chunk.subarray(seen); // offsets fall between characters
+      }
+      this.received[stream] = offset + Buffer.byteLength(data, 'utf8');
+    }
+    this[stream].push(chunk);
   }
 
   private handleStatus(message: WebSocketMessage): void {

@@ -244,10 +244,10 @@ export class Sandbox extends EventEmitter {
     if (!this._sandboxId || !this._sandboxToken) {
       return; // never created
     }
-    const { wsOptions, enableDebug, debugLabel } = this.options;
+    const { wsOptions, enableDebug, debugLabel, heartbeatIntervalMs } = this.options;
     let other: Sandbox;
     try {
-      other = await Sandbox.attach(this.url, this._sandboxId, this._sandboxToken, { wsOptions, enableDebug, debugLabel });
+      other = await Sandbox.attach(this.url, this._sandboxId, this._sandboxToken, { wsOptions, enableDebug, debugLabel, heartbeatIntervalMs });
     } catch (err) {
       if (err instanceof SandboxAttachError && err.status === SandboxEvent.SANDBOX_NOT_FOUND) {
         this._state = 'killed';
@@ -288,7 +288,7 @@ export class Sandbox extends EventEmitter {
   }
 
   private open(url: string, init: Record<string, unknown> | null): void {
-    const conn = new Connection(url, this.options.wsOptions);
+    const conn = new Connection(url, this.options.wsOptions, this.options.heartbeatIntervalMs);
     this.conn = conn;
     conn.on('open', () => {
       if (init) {

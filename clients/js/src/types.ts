@@ -64,6 +64,8 @@ export interface WebSocketMessage {
   reason?: string;
   /** sandpool: on SANDBOX_EXECUTION_RUNNING after a reconnect, output dropped while detached. */
   dropped_bytes?: number;
+  /** sandpool: on stdout/stderr, where `data` starts in its stream (UTF-8 bytes). */
+  offset?: number;
 }
 
 /** Languages the server runs. Others are sent as given and refused by the server. */
@@ -125,6 +127,13 @@ export interface ConnectOptions {
   debugLabel?: string;
   /** Passed to the `ws` WebSocket constructor (headers, TLS, ...). */
   wsOptions?: WebSocketOptions;
+  /**
+   * The client pings the server this often (ms, default 10000; 0: never) and
+   * drops a connection that answered nothing for a whole interval, which
+   * starts auto-reconnect: a dead network path is noticed within two
+   * intervals instead of when TCP gives up.
+   */
+  heartbeatIntervalMs?: number;
 }
 
 /** Options of Sandbox.create. */

@@ -10,13 +10,35 @@ export class FakeConn {
   readonly received: Record<string, unknown>[] = [];
   private waiters: Array<() => void> = [];
   readonly closed: Promise<number>;
+  /** Pings received from the client. */
+  pings = 0;
+  private silent = false;
 
   constructor(readonly ws: WebSocket, readonly path: string) {
     ws.on('message', (data) => {
       this.received.push(JSON.parse(data.toString()));
       for (const wake of this.waiters.splice(0)) wake();
     });
+    // The server answers pings itself (autoPong is off) so that silence()
+    // can stop it.
+    ws.on('ping', (data) => {
+      this.pings++;
+      if (!this.silent) ws.pong(data);
+      for (const wake of this.waiters.splice(0)) wake();
+    });
     this.closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+  }
+
+  /** Stops answering pings: the peer falls silent, as behind a dead network path. */
+  silence(): void {
+    this.silent = true;
+  }
+
+  /** Resolves once the client has sent n pings. */
+  async pinged(n: number): Promise<void> {
+    while (this.pings < n) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
   }
 
   /** The next client message not yet returned by next(). */
@@ -42,8 +64,9 @@ export class FakeConn {
     this.send({ event: 'error', message });
   }
 
-  stdout(data: string): void {
-    this.send({ event: 'stdout', data });
+  /** An output chunk; with offset, where it starts in the stream, as sandpool says. */
+  stdout(data: string, offset?: number): void {
+    this.send({ event: 'stdout', data, ...(offset === undefined ? {} : { offset }) });
   }
 
   /** The create flow: CREATING, sandbox_id, RUNNING. */
@@ -82,7 +105,7 @@ export class FakeServer {
 
   /** Listens on port (default: a random one) of 127.0.0.1. */
   static async start(port = 0): Promise<FakeServer> {
-    const wss = new WebSocketServer({ host: '127.0.0.1', port });
+    const wss = new WebSocketServer({ host: '127.0.0.1', port, autoPong: false });
     await new Promise<void>((resolve, reject) => {
       wss.once('listening', () => resolve());
       wss.once('error', reject);

@@ -52,6 +52,20 @@ export class DroppingProxy {
     this.pairs.clear();
   }
 
+  /**
+   * Stops forwarding on every open connection without closing it: both
+   * ends see a silent peer, as behind a dead network path. Later
+   * connections are forwarded as usual.
+   */
+  freeze(): void {
+    for (const [client, upstream] of this.pairs) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+    }
+  }
+
   async close(): Promise<void> {
     this.cut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));

@@ -84,6 +84,32 @@ describe('auto-reconnect', () => {
     expect(sandbox.state).toBe('running');
   });
 
+  it('skips by offset what a replay repeats of the output it already has', async () => {
+    const { sandbox, conn } = await created();
+    const pending = sandbox.exec('bash', 'x');
+    await conn.next();
+    conn.status('SANDBOX_EXECUTION_RUNNING');
+    const proc = await pending;
+    let out = '';
+    proc.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    conn.stdout('né\n', 0); // 4 bytes
+    conn.stdout('two\n', 4);
+    conn.drop();
+
+    const again = await server.accept();
+    again.status('SANDBOX_RUNNING');
+    expect(await again.next()).toEqual({ action: 'reconnect' });
+    // The server could not know whether the client read 'two': it comes
+    // again, merged with what followed, then a chunk it had whole.
+    again.status('SANDBOX_EXECUTION_RUNNING');
+    again.stdout('two\nthree\n', 4);
+    again.stdout('né\n', 0);
+    again.stdout('four\n', 14);
+    again.status('SANDBOX_EXECUTION_DONE', { exit_code: 0 });
+    expect(await proc.wait()).toBe(0);
+    expect(out).toBe('né\ntwo\nthree\nfour\n');
+  });
+
   it('retries IN_USE with growing delays and gives up after maxAttempts', async () => {
     const { sandbox, conn } = await created({ reconnect: { maxAttempts: 4, initialDelayMs: 10, maxDelayMs: 30 } });
     const pending = sandbox.exec('bash', 'sleep 9');
@@ -159,6 +185,33 @@ describe('auto-reconnect', () => {
     expect(server.paths).toEqual(['/create']);
   });
 
+  it('drops a connection that stopped answering pings and re-attaches', async () => {
+    const { sandbox, conn } = await created({ heartbeatIntervalMs: 30 });
+    const pending = sandbox.exec('bash', 'sleep 9');
+    await conn.next();
+    conn.status('SANDBOX_EXECUTION_RUNNING');
+    const proc = await pending;
+    await conn.pinged(2); // answered: the connection stays
+    expect(sandbox.state).toBe('running');
+    const reconnecting = new Promise((resolve) => sandbox.once('reconnecting', resolve));
+    conn.silence();
+    await reconnecting;
+    expect(await conn.closed).toBe(1006); // dropped by the client, no close frame
+    const again = await server.accept();
+    expect(again.path).toBe(ATTACH);
+    again.status('SANDBOX_RUNNING');
+    expect(await again.next()).toEqual({ action: 'reconnect' });
+    again.status('SANDBOX_EXECUTION_DONE', { exit_code: 0 });
+    expect(await proc.wait()).toBe(0);
+  });
+
+  it('keeps a connection that answers pings', async () => {
+    const { sandbox, conn } = await created({ heartbeatIntervalMs: 10 });
+    await conn.pinged(10);
+    expect(sandbox.state).toBe('running');
+    expect(server.paths).toEqual(['/create']);
+  });
+
   it('is off by default', async () => {
     const { sandbox, conn } = await created({ enableAutoReconnect: false });
     const closed = new Promise<Error | undefined>((resolve) => sandbox.once('close', resolve));
@@ -190,6 +243,7 @@ describe('auto-reconnect', () => {
     conn.drop();
     await reconnecting;
     await sandbox.close();
+    // An absence: wait past the latest the cancelled attempt would start.
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(server.paths).toEqual(['/create']);
     expect(sandbox.state).toBe('closed');
