@@ -41,6 +41,15 @@ async function running(sandbox: Sandbox, conn: FakeConn, language = 'bash', code
   return { proc: await pending, request };
 }
 
+/** Waits until cond holds, polling every 5 ms for up to 5 s. */
+async function eventually(cond: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met within 5 s');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 describe('create', () => {
   it('sends the init message with upstream defaults and resolves on RUNNING', async () => {
     const { sandbox, conn, init } = await created();
@@ -243,7 +252,8 @@ describe('exec', () => {
     const kill = proc.kill().then(() => (killed = true));
     expect(await conn.next()).toEqual({ action: 'kill_process' });
     conn.status('SANDBOX_EXECUTION_FORCE_KILLED');
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    conn.stdout('last words'); // handled after FORCE_KILLED, in order
+    await new Promise((resolve) => proc.stdout.once('data', resolve));
     expect(killed).toBe(false); // resolved by DONE, which follows FORCE_KILLED
     conn.status('SANDBOX_EXECUTION_DONE', { exit_code: 137, reason: 'killed' });
     await kill;
@@ -358,8 +368,7 @@ describe('snapshot, checkpoint, kill, close', () => {
     const { sandbox, conn } = await created();
     conn.status('SANDBOX_DELETING');
     conn.status('SANDBOX_DELETED');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(sandbox.state).toBe('deleted');
+    await eventually(() => sandbox.state === 'deleted');
     await expect(sandbox.exec('bash', 'true')).rejects.toThrow('Current state: deleted');
     await sandbox.kill(); // nothing to kill: just closes
     expect(await conn.closed).toBe(1000);
