@@ -137,17 +137,29 @@ func (r *rawRunsc) start(b *testing.B, name string) string {
 // startBundle is create + start of bundle, with global flags added before
 // the subcommand (for example --allow-rootfs-tar-annotation).
 func (r *rawRunsc) startBundle(b *testing.B, bundle, name string, flags ...string) string {
+	id, err := r.startBundleE(bundle, name, flags...)
+	require.NoError(b, err)
+	return id
+}
+
+// startBundleE is startBundle returning its error (for goroutines).
+func (r *rawRunsc) startBundleE(bundle, name string, flags ...string) (string, error) {
 	id := fmt.Sprintf("%-32s", name+actors.NewID())[:32]
 	// The sandbox inherits create's stdio: a pipe would never reach EOF.
 	create := r.cmd(append(flags, "create", "--bundle="+bundle, id)...)
 	logFile, err := os.OpenFile(filepath.Join(r.dir, "create.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	require.NoError(b, err)
+	if err != nil {
+		return "", err
+	}
 	defer logFile.Close()
 	create.Stdout, create.Stderr = logFile, logFile
-	require.NoError(b, create.Run(), "runsc create; see %s", logFile.Name())
-	out, err := r.cmd("start", id).CombinedOutput()
-	require.NoError(b, err, "%s", out)
-	return id
+	if err := create.Run(); err != nil {
+		return "", fmt.Errorf("runsc create: %w; see %s", err, logFile.Name())
+	}
+	if out, err := r.cmd("start", id).CombinedOutput(); err != nil {
+		return id, fmt.Errorf("runsc start: %w: %s", err, out)
+	}
+	return id, nil
 }
 
 // writeBundle makes a bundle named name in the raw runner's directory
@@ -162,6 +174,12 @@ func (r *rawRunsc) writeBundle(b *testing.B, name string, cfg runsc.SpecConfig) 
 }
 
 func (r *rawRunsc) delete(b *testing.B, id string) {
-	out, err := r.cmd("delete", "--force", id).CombinedOutput()
-	require.NoError(b, err, "%s", out)
+	require.NoError(b, r.deleteE(id))
+}
+
+func (r *rawRunsc) deleteE(id string) error {
+	if out, err := r.cmd("delete", "--force", id).CombinedOutput(); err != nil {
+		return fmt.Errorf("runsc delete %s: %w: %s", id, err, out)
+	}
+	return nil
 }

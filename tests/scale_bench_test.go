@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sandpool/sandpool/cmd/sandpool/load"
@@ -234,7 +235,8 @@ func BenchmarkCrash(b *testing.B) {
 // BenchmarkDensity: start up to 500 idle sandboxes (BENCH_DENSITY), stopping
 // at the first failure, then report the host memory per sandbox (PSS of
 // every runsc process of the server, from /proc/<pid>/smaps_rollup), the
-// server's RSS, and the warm-claim latency while they all run.
+// server's RSS, and the warm-claim latency while they all run; then as
+// many raw runsc sandboxes of the same spec, for the ratio.
 func BenchmarkDensity(b *testing.B) {
 	target := envInt("BENCH_DENSITY", 500)
 	s := startServer(b, "--config", configFile(b, fmt.Sprintf("max_sandboxes: %d\ncreate_concurrency: 2\npools:\n  - warm: 2\n", target+10)))
@@ -245,9 +247,19 @@ func BenchmarkDensity(b *testing.B) {
 		mu      sync.Mutex
 		holders []*client
 		readers sync.WaitGroup
-		failure error
 	)
-	hold := func(c *client) {
+	begin := time.Now()
+	live, failure := startParallel(target, 4, func() error {
+		c, err := dial(s.wsURL("/create"))
+		if err == nil {
+			_, err = c.createE(sandboxInit(0))
+		}
+		if err != nil {
+			if c != nil {
+				c.close()
+			}
+			return err
+		}
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -257,56 +269,15 @@ func BenchmarkDensity(b *testing.B) {
 				}
 			}
 		}()
-	}
-	begin := time.Now()
-	var next sync.Mutex
-	count := 0
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				next.Lock()
-				if count >= target || failure != nil {
-					next.Unlock()
-					return
-				}
-				count++
-				next.Unlock()
-				c, err := dial(s.wsURL("/create"))
-				if err == nil {
-					_, err = c.createE(sandboxInit(0))
-				}
-				if err != nil {
-					next.Lock()
-					if failure == nil {
-						failure = err
-					}
-					next.Unlock()
-					if c != nil {
-						c.close()
-					}
-					return
-				}
-				hold(c)
-				mu.Lock()
-				holders = append(holders, c)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+		mu.Lock()
+		holders = append(holders, c)
+		mu.Unlock()
+		return nil
+	})
 	startAll := time.Since(begin)
-	live := len(holders)
 	b.Logf("started %d idle sandboxes in %.0f s (stopped by: %v)", live, startAll.Seconds(), failure)
 	s.waitWarm(b, "@base", 2)
-
-	pss := 0
-	for _, p := range runscProcesses(s) {
-		pss += smapsRollup(p.pid, "Pss:")
-	}
-	perSandbox := float64(pss) / 1024 / float64(live+2) // the two warm ones too
+	perSandbox := pssMiB(runscProcesses(s)) / float64(live+2) // the two warm ones too
 	serverRSS := smapsRollup(s.cmd.Process.Pid, "Rss:")
 
 	// Warm claims while they all run.
@@ -334,16 +305,87 @@ func BenchmarkDensity(b *testing.B) {
 		b.Errorf("sandboxes not killed within 5 minutes")
 	}
 
-	stopped := ""
-	if failure != nil {
-		stopped = fmt.Sprintf("; stopped at the first failure: %v", failure)
-	}
-	scenario(b, fmt.Sprintf("density-%d", target), "%.1f MiB PSS per sandbox with %d idle sandboxes (target < 20 MiB); server RSS %.0f MiB; warm claim p50 %.1f ms p99 %.1f ms while they run%s",
-		perSandbox, live, float64(serverRSS)/1024, stats.P50, stats.P99, stopped)
-	saveJSON(b, "density", map[string]any{
-		"target": target, "started": live, "start_seconds": startAll.Seconds(), "failure": fmt.Sprint(failure),
-		"pss_mib_per_sandbox": perSandbox, "pss_kib_total": pss, "server_rss_kib": serverRSS, "warm_claim_ms": stats,
+	// The same number of raw runsc sandboxes, same spec and flags.
+	raw := newRawRunsc(b)
+	var ids []string
+	rawLive, rawFailure := startParallel(live+2, 4, func() error {
+		id, err := raw.startBundleE(raw.bundle, "d")
+		if id != "" {
+			mu.Lock()
+			ids = append(ids, id)
+			mu.Unlock()
+		}
+		return err
 	})
+	require.NoError(b, rawFailure, "raw runsc sandboxes for the ratio")
+	rawPerSandbox := pssMiB(processesMentioning(raw.dir)) / float64(rawLive)
+	_, delErr := startParallel(len(ids), 4, func() error {
+		mu.Lock()
+		id := ids[len(ids)-1]
+		ids = ids[:len(ids)-1]
+		mu.Unlock()
+		return raw.deleteE(id)
+	})
+	assert.NoError(b, delErr)
+
+	stopped, failureText := "", ""
+	if failure != nil {
+		failureText = failure.Error()
+		stopped = "; stopped at the first failure: " + failureText
+	}
+	scenario(b, fmt.Sprintf("density-%d", target), "%.1f MiB PSS per sandbox with %d idle sandboxes (%.2fx raw runsc's %.1f MiB; target < 20 MiB); server RSS %.0f MiB; warm claim p50 %.1f ms p99 %.1f ms while they run%s",
+		perSandbox, live, perSandbox/rawPerSandbox, rawPerSandbox, float64(serverRSS)/1024, stats.P50, stats.P99, stopped)
+	saveJSON(b, "density", map[string]any{
+		"target": target, "started": live, "start_seconds": startAll.Seconds(), "failure": failureText,
+		"pss_mib_per_sandbox": perSandbox, "raw_pss_mib_per_sandbox": rawPerSandbox, "raw_sandboxes": rawLive,
+		"server_rss_kib": serverRSS, "warm_claim_ms": stats,
+	})
+}
+
+// startParallel calls start n times from workers goroutines and stops at
+// the first failure; it returns how many succeeded and that failure.
+func startParallel(n, workers int, start func() error) (int, error) {
+	var (
+		mu      sync.Mutex
+		next    int
+		ok      int
+		failure error
+		wg      sync.WaitGroup
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				if next >= n || failure != nil {
+					mu.Unlock()
+					return
+				}
+				next++
+				mu.Unlock()
+				err := start()
+				mu.Lock()
+				if err != nil && failure == nil {
+					failure = err
+				} else if err == nil {
+					ok++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return ok, failure
+}
+
+// pssMiB sums the PSS of procs, in MiB.
+func pssMiB(procs []process) float64 {
+	kib := 0
+	for _, p := range procs {
+		kib += smapsRollup(p.pid, "Pss:")
+	}
+	return float64(kib) / 1024
 }
 
 // smapsRollup reads one field (in kB) of /proc/<pid>/smaps_rollup; 0 when
