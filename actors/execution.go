@@ -177,7 +177,9 @@ func (s *Sandbox) finishExecution(ctx actor.Context) {
 	}
 	reason := e.reason
 	if s.state == StateStopping {
-		reason = ReasonSandboxDeleted
+		// What runsc reports for a process whose container vanished
+		// varies (128 here); the process was killed with its sandbox.
+		code, reason = exitKilledWithSandbox, ReasonSandboxDeleted
 	}
 	s.endExecution()
 	s.emitExec(e, s.doneEvent(code, reason))
@@ -205,6 +207,10 @@ func (s *Sandbox) endExecution() {
 		s.armIdle()
 	}
 }
+
+// exitKilledWithSandbox is the exit code of an execution ended by the
+// deletion of its sandbox: 128+SIGKILL, as runsc delete --force kills it.
+const exitKilledWithSandbox = 128 + 9
 
 func (s *Sandbox) doneEvent(code int, reason string) Event {
 	return Event{Kind: EventStatus, Status: StatusExecDone, ExitCode: &code, Reason: reason}

@@ -149,13 +149,9 @@ func (s *Sandbox) finish(ctx actor.Context) {
 		s.snapshot.finishAfter = true
 		return
 	}
-	if e := s.exec; e != nil {
-		code := 137
-		if e.exited != nil {
-			code = e.exited.code
-		}
+	if s.exec != nil {
 		s.endExecution()
-		s.emit(s.doneEvent(code, ReasonSandboxDeleted))
+		s.emit(s.doneEvent(exitKilledWithSandbox, ReasonSandboxDeleted))
 	}
 	s.moveTo(StateStopped)
 	switch s.cause {

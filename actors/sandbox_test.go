@@ -343,6 +343,11 @@ func TestKillSandbox(t *testing.T) {
 				if last.Kind == EventStatus {
 					statuses = append(statuses, last.Status)
 				}
+				if last.Status == StatusExecDone {
+					require.NotNil(t, last.ExitCode)
+					assert.Equal(t, 137, *last.ExitCode, "killed with its sandbox")
+					assert.Equal(t, ReasonSandboxDeleted, last.Reason)
+				}
 			}
 			assert.Equal(t, tt.expected, statuses)
 			assert.Equal(t, CloseNormal, last.CloseCode)

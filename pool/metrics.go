@@ -25,7 +25,7 @@ type metrics struct {
 var latencyBuckets = []float64{.00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
 func newMetrics() *metrics {
-	return &metrics{
+	m := &metrics{
 		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sandpool_claims_total",
 			Help: "Sandbox requests by pool (@base, a snapshot, or @none without a pool) and result (hit, miss, error).",
@@ -46,9 +46,17 @@ func newMetrics() *metrics {
 		}, []string{"pool"}),
 		sandboxes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sandpool_sandboxes",
-			Help: "Sandboxes by lifecycle state (warming, ready, claimed, executing, stopping, failed).",
+			Help: "Sandboxes by lifecycle state (warming, ready, claimed, executing, checkpointing, stopping, failed).",
 		}, []string{"state"}),
 	}
+	// Every state is a series from the start, at 0 until a sandbox enters
+	// it: a query never finds a state missing.
+	for st := actors.StateWarming; st <= actors.StateFailed; st++ {
+		if st != actors.StateStopped {
+			m.sandboxes.WithLabelValues(st.String())
+		}
+	}
+	return m
 }
 
 // onState is every sandbox actor's OnState hook.

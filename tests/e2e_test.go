@@ -219,7 +219,12 @@ func TestKillSandboxDuringExecution(t *testing.T) {
 	c.sendJSON(t, map[string]any{"action": "kill_sandbox"})
 
 	// The running execution's DONE comes between DELETING and DELETED.
-	c.expectStatuses(t, eventTimeout, statusKilling, statusDeleting, statusExecDone, statusDeleted, statusKilled)
+	c.expectStatuses(t, eventTimeout, statusKilling, statusDeleting)
+	done := c.expectStatus(t, statusExecDone)
+	require.NotNil(t, done.ExitCode)
+	assert.Equal(t, 137, *done.ExitCode, "killed with its sandbox, whatever runsc exec reported")
+	assert.Equal(t, "sandbox_deleted", done.Reason)
+	c.expectStatuses(t, eventTimeout, statusDeleted, statusKilled)
 	c.expectClose(t, closeNormal)
 
 	ids, err := s.runscList()

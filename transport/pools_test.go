@@ -66,6 +66,9 @@ func TestRunningSaysWhetherThePoolServedTheCreate(t *testing.T) {
 	assert.Contains(t, string(body), `sandpool_claims_total{pool="@base",result="miss"} 1`)
 	assert.Contains(t, string(body), `sandpool_pool_target{pool="@base"} 1`)
 	assert.Contains(t, string(body), `sandpool_sandboxes{state="claimed"} 2`)
+	for _, state := range []string{"executing", "checkpointing", "failed"} {
+		assert.Contains(t, string(body), `sandpool_sandboxes{state="`+state+`"} 0`, "every state is a series, 0 included")
+	}
 }
 
 func TestPoolsJSONShape(t *testing.T) {
