@@ -99,6 +99,8 @@ export class Sandbox extends EventEmitter {
   private reconnectAttempt = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private refusal: SandboxError | null = null;
+  // Why the server deleted the sandbox (idle expiry), for 'close'.
+  private deletion: SandboxError | null = null;
   private ended = false;
   private readonly reconnectOptions: Required<ReconnectOptions>;
 
@@ -288,7 +290,20 @@ export class Sandbox extends EventEmitter {
   }
 
   private open(url: string, init: Record<string, unknown> | null): void {
-    const conn = new Connection(url, this.options.wsOptions, this.options.heartbeatIntervalMs);
+    let conn: Connection;
+    try {
+      conn = new Connection(url, this.options.wsOptions, this.options.heartbeatIntervalMs);
+    } catch (err) {
+      // ws refuses a malformed URL or a scheme other than ws(s) at once.
+      const message = `Cannot connect to ${url}: ${err instanceof Error ? err.message : String(err)}`;
+      const error = new SandboxConnectionError(message, { cause: err });
+      if (this.pending?.kind === 'start') {
+        this.failStart(error);
+      } else {
+        this.finish(error);
+      }
+      return;
+    }
     this.conn = conn;
     conn.on('open', () => {
       if (init) {
@@ -398,10 +413,14 @@ export class Sandbox extends EventEmitter {
         return;
       case SandboxEvent.SANDBOX_DELETED:
         if (this._state === 'running' || this._state === 'snapshotting') {
-          // Idle expiry: the socket stays open, the sandbox is gone.
+          // Idle expiry: the server keeps the socket open for clients that
+          // would send more; this one is done with the sandbox.
+          const deleted = new SandboxError('The sandbox was deleted.', { status });
           this._state = 'deleted';
-          this.active?.fail(new SandboxError('The sandbox was deleted.', { status }));
-          this.settle(new SandboxError('The sandbox was deleted.', { status }));
+          this.active?.fail(deleted);
+          this.settle(deleted);
+          this.deletion = deleted;
+          void this.conn?.close();
         }
         return;
       case SandboxEvent.SANDBOX_ERROR:
@@ -460,6 +479,10 @@ export class Sandbox extends EventEmitter {
       this.settle(new SandboxConnectionError(`Connection lost (code=${code}); the operation's result is unknown.`, { closeCode: code }));
       this._state = 'reconnecting';
       this.scheduleReconnect();
+      return;
+    }
+    if (this.deletion) {
+      this.finish(this.deletion);
       return;
     }
     // Closed as expected: after close(), kill, a checkpoint or a handoff.

@@ -118,6 +118,16 @@ describe.skipIf(skip)('sandbox against the real server', () => {
     await second.kill();
   });
 
+  it('ends with a close event when the idle timeout deletes the sandbox', async () => {
+    const sandbox = await create({ idleTimeout: 1 });
+    const id = sandbox.sandboxId;
+    const [err] = (await once(sandbox, 'close')) as [Error | undefined];
+    expect(err?.message).toBe('The sandbox was deleted.');
+    expect(sandbox.state).toBe('deleted');
+    expect(server.containers()).not.toContain(id);
+    await expect(sandbox.exec('bash', 'true')).rejects.toThrow('Current state: deleted');
+  });
+
   it('attaches with the token after close()', async () => {
     const sandbox = await create();
     await run(sandbox, 'bash', 'echo 42 > /root/answer');

@@ -41,15 +41,6 @@ async function running(sandbox: Sandbox, conn: FakeConn, language = 'bash', code
   return { proc: await pending, request };
 }
 
-/** Waits until cond holds, polling every 5 ms for up to 5 s. */
-async function eventually(cond: () => boolean): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met within 5 s');
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
 describe('create', () => {
   it('sends the init message with upstream defaults and resolves on RUNNING', async () => {
     const { sandbox, conn, init } = await created();
@@ -132,6 +123,12 @@ describe('create', () => {
     expect(err).toBeInstanceOf(SandboxConnectionError);
     expect(err.closeCode).toBe(4000);
     expect(err.message).toContain('code=4000');
+  });
+
+  it.each(['ftp://127.0.0.1:1', 'not a url'])('rejects %s with a connection error', async (url) => {
+    const err = await Sandbox.create(url).catch((e) => e);
+    expect(err).toBeInstanceOf(SandboxConnectionError);
+    expect(err.message).toContain(`Cannot connect to ${url}`);
   });
 
   it('rejects with a connection error when nothing listens', async () => {
@@ -366,12 +363,16 @@ describe('snapshot, checkpoint, kill, close', () => {
 
   it('reports an idle deletion and refuses later work', async () => {
     const { sandbox, conn } = await created();
+    const closed = new Promise<Error | undefined>((resolve) => sandbox.once('close', resolve));
     conn.status('SANDBOX_DELETING');
     conn.status('SANDBOX_DELETED');
-    await eventually(() => sandbox.state === 'deleted');
+    const err = await closed; // this client is done with it, and says so
+    expect(err).toBeInstanceOf(SandboxError);
+    expect(err?.message).toBe('The sandbox was deleted.');
+    expect(await conn.closed).toBe(1000); // the client closed the socket
+    expect(sandbox.state).toBe('deleted');
     await expect(sandbox.exec('bash', 'true')).rejects.toThrow('Current state: deleted');
-    await sandbox.kill(); // nothing to kill: just closes
-    expect(await conn.closed).toBe(1000);
+    await sandbox.kill(); // nothing to kill
   });
 
   it('close() detaches without killing, and ends a running process with a connection error', async () => {
