@@ -88,6 +88,10 @@ func loadCommand(args []string, stdout, stderr io.Writer) error {
 	if runErr != nil {
 		return fmt.Errorf("load: %w", runErr)
 	}
+	if res.Failed > 0 {
+		// The report is out; the exit status tells scripts the run failed.
+		return fmt.Errorf("load: %d of %d cycles failed", res.Failed, res.Failed+res.Completed)
+	}
 	return nil
 }
 
