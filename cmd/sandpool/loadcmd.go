@@ -7,9 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -88,9 +89,12 @@ func loadCommand(args []string, stdout, stderr io.Writer) error {
 	if runErr != nil {
 		return fmt.Errorf("load: %w", runErr)
 	}
+	// The report is out; the exit status tells scripts the run failed.
 	if res.Failed > 0 {
-		// The report is out; the exit status tells scripts the run failed.
 		return fmt.Errorf("load: %d of %d cycles failed", res.Failed, res.Failed+res.Completed)
+	}
+	if res.Interrupted {
+		return fmt.Errorf("load: interrupted after %d cycles", res.Completed)
 	}
 	return nil
 }
@@ -99,22 +103,30 @@ func loadCommand(args []string, stdout, stderr io.Writer) error {
 func writeReport(w io.Writer, r load.Result) {
 	fmt.Fprintf(w, "%s load against %s: %d cycles ok, %d failed in %.1fs at concurrency %d: %.2f cycles/s\n",
 		r.Mode, r.Target, r.Completed, r.Failed, r.Elapsed, r.Concurrency, r.Throughput)
+	if r.Interrupted {
+		fmt.Fprintln(w, "interrupted: stopped by a signal before the run's end")
+	}
 	fmt.Fprintf(w, "%-14s %6s %10s %10s %10s %10s\n", "latency (ms)", "n", "p50", "p90", "p99", "max")
-	for _, name := range []string{"create", "first_output", "done", "total"} {
+	for _, name := range load.LatencyNames {
 		s := r.Latency[name]
+		if s.N == 0 {
+			// No sample (no cycle ok, or code that printed nothing): not a 0 ms latency.
+			fmt.Fprintf(w, "%-14s %6d %10s %10s %10s %10s\n", name, 0, "-", "-", "-", "-")
+			continue
+		}
 		fmt.Fprintf(w, "%-14s %6d %10.1f %10.1f %10.1f %10.1f\n", name, s.N, s.P50, s.P90, s.P99, s.Max)
 	}
 	if len(r.Errors) == 0 {
 		fmt.Fprintln(w, "errors: none")
 		return
 	}
-	causes := make([]string, 0, len(r.Errors))
-	for c := range r.Errors {
-		causes = append(causes, c)
+	causes := slices.Sorted(maps.Keys(r.Errors))
+	width := 0
+	for _, c := range causes {
+		width = max(width, len(c))
 	}
-	sort.Strings(causes)
 	fmt.Fprintln(w, "errors:")
 	for _, c := range causes {
-		fmt.Fprintf(w, "  %-40s %d  (e.g. %s)\n", c, r.Errors[c], strings.TrimSpace(r.ErrorExamples[c]))
+		fmt.Fprintf(w, "  %-*s %6d  (e.g. %s)\n", width, c, r.Errors[c], strings.TrimSpace(r.ErrorExamples[c]))
 	}
 }

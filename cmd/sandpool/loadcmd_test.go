@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sandpool/sandpool/cmd/sandpool/load"
 )
 
 // Port 1 on loopback refuses at once: every cycle fails to dial.
@@ -21,6 +23,8 @@ func TestLoadFailsWhenCyclesFailAfterReporting(t *testing.T) {
 		{"report", nil, func(t *testing.T, stdout string) {
 			assert.Contains(t, stdout, "0 cycles ok, 3 failed")
 			assert.Contains(t, stdout, "dial (create)")
+			// No sample is not a 0 ms latency.
+			assert.Regexp(t, `(?m)^first_output\s+0\s+-\s+-\s+-\s+-$`, stdout)
 		}},
 		{"json", []string{"--json"}, func(t *testing.T, stdout string) {
 			var res struct {
@@ -49,4 +53,10 @@ func TestLoadRefusesARemoteTarget(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "--allow-remote")
 	assert.Empty(t, stdout.String(), "nothing was sent, nothing to report")
+}
+
+func TestLoadReportSaysItWasInterrupted(t *testing.T) {
+	var out bytes.Buffer
+	writeReport(&out, load.Result{Mode: "sandpool", Completed: 3, Interrupted: true, Latency: map[string]load.Stats{}})
+	assert.Contains(t, out.String(), "interrupted: stopped by a signal")
 }

@@ -28,6 +28,9 @@ const (
 	DefaultCode        = "echo hi"
 )
 
+// Languages are the languages a cycle can execute (the server's).
+var Languages = []string{"python", "bash"}
+
 // Config is one load run. It stops after Sandboxes cycles or Duration,
 // whichever comes first; at least one of them must be set.
 type Config struct {
@@ -73,11 +76,14 @@ type Stats struct {
 
 // Result is what a run measured.
 type Result struct {
-	Mode        string  `json:"mode"` // "sandpool" or "raw-runsc"
-	Target      string  `json:"target"`
-	Concurrency int     `json:"concurrency"`
-	Completed   int     `json:"completed"`
-	Failed      int     `json:"failed"`
+	Mode        string `json:"mode"` // "sandpool" or "raw-runsc"
+	Target      string `json:"target"`
+	Concurrency int    `json:"concurrency"`
+	Completed   int    `json:"completed"`
+	Failed      int    `json:"failed"`
+	// Interrupted: the run was cancelled (Ctrl-C) before its count or
+	// duration was reached.
+	Interrupted bool    `json:"interrupted,omitempty"`
 	Elapsed     float64 `json:"elapsed_seconds"`
 	// Throughput is completed cycles per second of the run.
 	Throughput float64 `json:"throughput_per_second"`
@@ -91,8 +97,8 @@ type Result struct {
 	ErrorExamples map[string]string `json:"error_examples,omitempty"`
 }
 
-// Latency names, in report order.
-var latencyNames = []string{"create", "first_output", "done", "total"}
+// LatencyNames are the keys of Result.Latency, in report order.
+var LatencyNames = []string{"create", "first_output", "done", "total"}
 
 // sample is one successful cycle's timings; firstOutput is 0 when the
 // code printed nothing.
@@ -138,6 +144,8 @@ func New(cfg Config) (*Runner, error) {
 		return nil, errors.New("durations must not be negative")
 	case cfg.Sandboxes == 0 && cfg.Duration == 0:
 		return nil, errors.New("set a number of sandboxes, a duration, or both: a load must stop by itself")
+	case !slices.Contains(Languages, cfg.Language):
+		return nil, fmt.Errorf("unsupported language %q: python or bash", cfg.Language)
 	}
 	if cfg.Raw != nil {
 		cyc, err := newRawCycler(*cfg.Raw, cfg)
@@ -201,13 +209,24 @@ func (r *Runner) Run(ctx context.Context) (Result, error) {
 		deadline = start.Add(r.cfg.Duration)
 	}
 	var (
-		started atomic.Int64
-		col     collector
-		wg      sync.WaitGroup
+		started     atomic.Int64
+		interrupted atomic.Bool
+		col         collector
+		wg          sync.WaitGroup
 	)
+	// cancelled records a stop by ctx while cycles were still to run.
+	cancelled := func() {
+		if r.cfg.Sandboxes == 0 || started.Load() < int64(r.cfg.Sandboxes) {
+			interrupted.Store(true)
+		}
+	}
 	// take reserves the next cycle, if the run is not over.
 	take := func() bool {
-		if ctx.Err() != nil || (!deadline.IsZero() && !time.Now().Before(deadline)) {
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return false
+		}
+		if ctx.Err() != nil {
+			cancelled()
 			return false
 		}
 		return r.cfg.Sandboxes == 0 || started.Add(1) <= int64(r.cfg.Sandboxes)
@@ -221,6 +240,7 @@ func (r *Runner) Run(ctx context.Context) (Result, error) {
 				s, err := r.cyc.cycle(context.WithoutCancel(ctx))
 				col.end(s, err)
 				if r.cfg.Think > 0 && !pause(ctx, r.cfg.Think, deadline) {
+					cancelled()
 					return
 				}
 			}
@@ -246,7 +266,9 @@ func (r *Runner) Run(ctx context.Context) (Result, error) {
 	}
 	<-done
 	closeErr := r.cyc.close()
-	return col.result(r.cyc.mode(), r.cyc.target(), r.cfg.Concurrency, time.Since(start)), closeErr
+	res := col.result(r.cyc.mode(), r.cyc.target(), r.cfg.Concurrency, time.Since(start))
+	res.Interrupted = interrupted.Load()
+	return res, closeErr
 }
 
 // pause sleeps d unless ctx ends or the deadline passes first.
