@@ -41,3 +41,6 @@ try {
 } finally {
   await copy.kill();
 }
+
+// Snapshots live on the server until removed (a rerun replaces this one).
+console.log(`remove it with: bin/sandpool snapshots rm ${snapshotName} --filesystem-snapshot-path var/snapshots`);
