@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -156,6 +157,10 @@ type Sandbox struct {
 	log   zerolog.Logger
 	state State
 	sink  Sink
+	// stopped is closed once the actor has stopped: a message sent to it
+	// after that is lost, so whoever awaits an answer watches it too.
+	stopped     chan struct{}
+	stoppedOnce sync.Once
 
 	self *actor.PID
 	root *actor.RootContext
@@ -269,9 +274,10 @@ func New(cfg Config) *Sandbox {
 		cfg.Settings = SettingsOf(*cfg.Restore)
 	}
 	return &Sandbox{
-		cfg:  cfg,
-		log:  cfg.Logger.With().Str("sandbox_id", cfg.ID).Logger(),
-		sink: cfg.Sink,
+		cfg:     cfg,
+		log:     cfg.Logger.With().Str("sandbox_id", cfg.ID).Logger(),
+		sink:    cfg.Sink,
+		stopped: make(chan struct{}),
 	}
 }
 
@@ -290,6 +296,8 @@ func (s *Sandbox) Receive(ctx actor.Context) {
 		s.startCreate()
 	case *actor.Stopping:
 		s.onStopping()
+	case *actor.Stopped:
+		s.stoppedOnce.Do(func() { close(s.stopped) })
 
 	case createDone:
 		s.onCreated(ctx, msg)

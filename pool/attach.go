@@ -83,9 +83,15 @@ func (p *Pool) Attach(ctx context.Context, req AttachRequest) (*actors.Ref, erro
 		if found.ref == nil {
 			return p.restore(ctx, req, false)
 		}
-		res, ok := p.askAttach(ctx, found.ref, actors.Attach{Sink: req.Sink, Token: req.Token, Replace: replace})
-		if !ok {
-			continue // the actor ended meanwhile: look again
+		res, answer := p.askAttach(ctx, found.ref, actors.Attach{Sink: req.Sink, Token: req.Token, Replace: replace})
+		switch answer {
+		case actorGone:
+			// It stopped before the supervisor learnt it (after a
+			// checkpoint, for one): a restore waits for its exit, and finds
+			// the checkpoint or answers NOT_FOUND.
+			return p.restore(ctx, req, true)
+		case actorSilent:
+			continue // look again
 		}
 		switch {
 		case res.Err == nil:
@@ -118,9 +124,16 @@ func (p *Pool) Attach(ctx context.Context, req AttachRequest) (*actors.Ref, erro
 	return nil, ErrNotFound
 }
 
-// askAttach sends msg to the sandbox actor and waits for its answer; false
-// means it did not answer (it stopped).
-func (p *Pool) askAttach(ctx context.Context, ref *actors.Ref, msg actors.Attach) (actors.AttachResult, bool) {
+// askAttach's outcomes besides an answer.
+const (
+	actorAnswered = iota
+	actorGone     // stopped without answering
+	actorSilent   // no answer within actorAnswer
+)
+
+// askAttach sends msg to the sandbox actor and waits for its answer, or
+// for the actor to stop.
+func (p *Pool) askAttach(ctx context.Context, ref *actors.Ref, msg actors.Attach) (actors.AttachResult, int) {
 	reply := make(chan actors.AttachResult, 1)
 	msg.Reply = reply
 	ref.Send(msg)
@@ -128,11 +141,18 @@ func (p *Pool) askAttach(ctx context.Context, ref *actors.Ref, msg actors.Attach
 	defer t.Stop()
 	select {
 	case res := <-reply:
-		return res, true
+		return res, actorAnswered
+	case <-ref.Done:
+		select {
+		case res := <-reply: // answered, then stopped
+			return res, actorAnswered
+		default:
+			return actors.AttachResult{}, actorGone
+		}
 	case <-t.C:
-		return actors.AttachResult{}, false
+		return actors.AttachResult{}, actorSilent
 	case <-ctx.Done():
-		return actors.AttachResult{Err: ctx.Err()}, true
+		return actors.AttachResult{Err: ctx.Err()}, actorAnswered
 	}
 }
 

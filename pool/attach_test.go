@@ -296,3 +296,17 @@ func TestCheckpointRetention(t *testing.T) {
 	_, err = e.store.Load(live.ID)
 	assert.NoError(t, err)
 }
+
+// An actor that stopped before answering (the supervisor may not know yet)
+// is seen as gone at once, not as silent after actorAnswer.
+func TestAskAttachSeesAStoppedActor(t *testing.T) {
+	e := newAttachEnv(t)
+	c := &client{}
+	ref := e.create(t, actors.Settings{}, c)
+	ref.Send(actors.KillSandbox{})
+	c.waitFor(t, actors.StatusKilled)
+	<-ref.Done
+
+	_, answer := e.pool.askAttach(context.Background(), ref, actors.Attach{Sink: &client{}})
+	assert.Equal(t, actorGone, answer)
+}

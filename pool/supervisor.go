@@ -381,7 +381,7 @@ func (s *supervisor) spawn(ctx actor.Context, wp *warmPool, settings actors.Sett
 	}
 	c := &child{
 		pid:     pid,
-		ref:     &actors.Ref{ID: id, Token: sb.Token(), PID: pid, Root: ctx.ActorSystem().Root},
+		ref:     &actors.Ref{ID: id, Token: sb.Token(), PID: pid, Root: ctx.ActorSystem().Root, Done: sb.Done()},
 		pool:    wp,
 		started: time.Now(),
 		result:  result,
