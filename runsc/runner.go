@@ -230,6 +230,12 @@ func (r *Runner) launch(ctx context.Context, id string, config []byte, args ...s
 		defer cancel()
 		return r.delete(ctx, id)
 	})
+	// Runs first: runsc killed before it wrote the container's state leaves
+	// processes that delete cannot find.
+	undo.push(func() error {
+		_, err := killBundleProcesses(bundle)
+		return err
+	})
 	cmd := r.command(append(args, "--bundle="+bundle, "--pid-file="+r.sandboxPIDFile(id), id)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := startAndWait(ctx, cmd); err != nil {
@@ -425,7 +431,10 @@ func (r *Runner) Reconcile(ctx context.Context) ([]string, error) {
 	entries, err := os.ReadDir(r.bundlesDir())
 	errs = append(errs, err)
 	for _, e := range entries {
-		errs = append(errs, os.RemoveAll(filepath.Join(r.bundlesDir(), e.Name())))
+		// A crash during a create leaves processes no container names.
+		bundle := filepath.Join(r.bundlesDir(), e.Name())
+		_, killErr := killBundleProcesses(bundle)
+		errs = append(errs, killErr, os.RemoveAll(bundle))
 	}
 	errs = append(errs, r.Cleanup())
 	if err := errors.Join(errs...); err != nil {

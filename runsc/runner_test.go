@@ -454,6 +454,62 @@ esac`)
 	require.Eventually(t, func() bool { return processGone(child) }, 2*time.Second, 10*time.Millisecond)
 }
 
+// orphanScript starts, in a session of its own (out of reach of a process
+// group kill), a process naming $bundle as runsc's sandbox process does,
+// and records its pid in $dir/orphan.
+const orphanScript = `setsid sh -c 'while :; do sleep 0.05; done' runsc-sandbox --bundle="$bundle" >/dev/null 2>&1 &
+	echo $! > "$dir/orphan"`
+
+// A runsc run killed before it wrote the container's state leaves its
+// sandbox process behind, where delete cannot find it: the failed create
+// kills it by its bundle.
+func TestCreateKilledMidwayLeavesNoProcess(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+run)
+	`+orphanScript+`
+	sleep 1000 ;;
+delete)
+	echo "container \"$id\" does not exist" >&2
+	exit 1 ;;
+esac`)
+	r := newTestRunner(t, bin, func(c *Config) { c.CallTimeout = 300 * time.Millisecond })
+
+	errc := make(chan error, 1)
+	go func() { errc <- r.Create(context.Background(), "s1", CreateOptions{}) }()
+	orphan := readPID(t, filepath.Join(dir, "orphan"))
+	killOnCleanup(t, orphan)
+
+	require.Error(t, waitErr(t, errc))
+	assert.True(t, processGone(orphan), "the sandbox process of a failed create is killed before Create returns")
+	assert.NoDirExists(t, r.BundleDir("s1"))
+}
+
+// After a crash, Reconcile kills the processes of every bundle it removes.
+func TestReconcileKillsProcessesOfLeftoverBundles(t *testing.T) {
+	bin, dir := fakeRunsc(t, `
+case "$cmd" in
+list) ;;
+spawn) `+orphanScript+` ;;
+esac`)
+	r := newTestRunner(t, bin, nil)
+	bundle := r.BundleDir("crashed")
+	require.NoError(t, os.MkdirAll(bundle, 0o700))
+	// The fake runsc's "spawn" stands for the crashed server's create.
+	require.NoError(t, exec.Command(bin, "spawn", "--bundle="+bundle).Run())
+	orphan := readPID(t, filepath.Join(dir, "orphan"))
+	killOnCleanup(t, orphan)
+	// Its bundle path starts with the leftover's.
+	require.NoError(t, exec.Command(bin, "spawn", "--bundle="+bundle+"-x").Run())
+	bystander := readPID(t, filepath.Join(dir, "orphan"))
+	killOnCleanup(t, bystander)
+
+	_, err := r.Reconcile(context.Background())
+	require.NoError(t, err)
+	assert.True(t, processGone(orphan))
+	assert.False(t, processGone(bystander), "a process of another bundle is not ours")
+}
+
 // startExec creates the sandbox's bundle (Exec writes into it) and starts
 // spec with the fake runsc.
 func startExec(t *testing.T, r *Runner, spec ProcessSpec) *cliProcess {
