@@ -40,6 +40,10 @@ export interface ServerOptions {
   snapshots?: boolean;
   /** Enable checkpoints (default true). */
   checkpoints?: boolean;
+  /** The server's sandbox cap (default 40). */
+  maxSandboxes?: number;
+  /** Warm base sandboxes (default 1). */
+  warm?: number;
   /** Extra config file lines (YAML). */
   config?: string;
 }
@@ -61,11 +65,11 @@ export class TestServer {
 
   /** Starts the server and waits for its "listening" log line. */
   async start(): Promise<this> {
-    const { snapshots = true, checkpoints = true, config = '' } = this.options;
+    const { snapshots = true, checkpoints = true, maxSandboxes = 40, warm = 1, config = '' } = this.options;
     const configPath = join(this.stateDir, 'sandpool.yaml');
     writeFileSync(
       configPath,
-      ['max_sandboxes: 40', 'create_concurrency: 2', 'pools:', '  - warm: 1', config].join('\n') + '\n',
+      [`max_sandboxes: ${maxSandboxes}`, 'create_concurrency: 2', 'pools:', `  - warm: ${warm}`, config].join('\n') + '\n',
     );
     const args = [
       'serve',
@@ -153,7 +157,7 @@ export class TestServer {
       leaks.push(`runsc cleanup failed: ${String(err)}`);
     }
     for (const pid of processesMentioning(this.stateDir)) {
-      leaks.push(`process ${pid}`);
+      leaks.push(`process ${pid}: ${cmdline(pid)}`);
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -180,6 +184,15 @@ function listeningAddr(line: string): string | null {
     return (rec.msg ?? rec.message) === 'listening' && typeof rec.addr === 'string' ? rec.addr : null;
   } catch {
     return null; // not a JSON line
+  }
+}
+
+/** A process's command line, or '' once it has exited. */
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').trim();
+  } catch {
+    return '';
   }
 }
 

@@ -106,6 +106,37 @@ describe.skipIf(skip)('error paths against the real server', () => {
     await sandbox.kill();
   });
 
+  it('create beyond the server cap fails with the server text', async () => {
+    const tiny = new TestServer({ maxSandboxes: 1, warm: 0, snapshots: false, checkpoints: false });
+    await tiny.start();
+    try {
+      const first = await Sandbox.create(tiny.url);
+      const err = await rejection(Sandbox.create(tiny.url));
+      expect(err).toBeInstanceOf(SandboxCreationError);
+      expect(err.message).toBe('Sandbox capacity reached: the server runs its maximum of 1 sandboxes; try again later');
+      await first.kill();
+      // The slot is free again.
+      const again = await Sandbox.create(tiny.url);
+      await again.kill();
+    } finally {
+      expect(await tiny.stop()).toEqual([]);
+    }
+  });
+
+  it('exec after an attach while the previous connection\'s execution runs is refused by the server', async () => {
+    const holder = await create(server);
+    await holder.exec('bash', 'read line; echo "got $line"');
+    await holder.close();
+    const again = await Sandbox.attach(server.url, holder.info.sandboxId, holder.info.sandboxToken);
+    sandboxes.push(again);
+    const err = await rejection(again.exec('bash', 'true'));
+    expect(err).toBeInstanceOf(SandboxExecutionError);
+    expect(err.message).toBe('An execution is already in progress.');
+    expect(err.status).toBe('SANDBOX_EXECUTION_ERROR');
+    expect(again.state).toBe('running');
+    await again.kill();
+  });
+
   it('checkpoint during an execution is refused and changes nothing', async () => {
     const sandbox = await create(server, { enableSandboxCheckpoint: true });
     const proc = await sandbox.exec('bash', 'read line; echo "got $line"');
