@@ -279,6 +279,37 @@ func TestShutdownDeletesWarmSandboxes(t *testing.T) {
 	assert.Empty(t, mounts)
 }
 
+// sandboxProcesses counts the server's runsc-sandbox processes.
+func sandboxProcesses(s *server) int {
+	n := 0
+	for _, p := range processesMentioning(s.stateDir) {
+		if strings.HasPrefix(p.cmdline, "runsc-sandbox ") {
+			n++
+		}
+	}
+	return n
+}
+
+// A claim starts a refill; a shutdown right after it cancels that runsc
+// create half-way, which must not leave its sandbox processes running.
+func TestShutdownDuringARefillLeavesNothing(t *testing.T) {
+	for i := range 3 {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			s := startServer(t, "--config", configFile(t, "pools:\n  - warm: 2\n"))
+			s.waitWarm(t, "@base", 2)
+			createSandbox(t, s, sandboxInit(60))
+			// The refill's sandbox process runs: its create is half-way.
+			require.Eventually(t, func() bool { return sandboxProcesses(s) == 3 }, poolTimeout, time.Millisecond)
+			_, ok := s.terminate(shutdownTimeout)
+			require.True(t, ok, "the server stops within %s", shutdownTimeout)
+			ids, err := s.runscList()
+			require.NoError(t, err)
+			assert.Empty(t, ids, "no container is left")
+			assert.Empty(t, processesMentioning(s.stateDir), "no runsc process is left")
+		})
+	}
+}
+
 func TestMetricsEndpoint(t *testing.T) {
 	s := startServer(t, "--config", configFile(t, "pools:\n  - warm: 1\n"))
 	s.waitWarm(t, "@base", 1)
