@@ -21,18 +21,19 @@ import (
 // orphanGrace bounds the wait for killed processes to be gone.
 const orphanGrace = 2 * time.Second
 
-// killBundleProcesses SIGKILLs every process started for bundle and waits
-// (up to orphanGrace) until none is left. It returns how many it killed.
-func killBundleProcesses(bundle string) (int, error) {
-	pids := bundleProcesses(bundle)
+// killBundleProcesses SIGKILLs every process whose runsc --bundle satisfies
+// match and waits (up to orphanGrace) until none is left. It returns how
+// many it killed.
+func killBundleProcesses(match func(bundle string) bool) (int, error) {
+	pids := bundleProcesses(match)
 	var errs []error
 	for _, pid := range pids {
-		errs = append(errs, killIfStill(pid, bundle))
+		errs = append(errs, killIfStill(pid, match))
 	}
 	deadline := time.Now().Add(orphanGrace)
-	for len(bundleProcesses(bundle)) > 0 {
+	for len(pids) > 0 && len(bundleProcesses(match)) > 0 {
 		if time.Now().After(deadline) {
-			errs = append(errs, fmt.Errorf("processes of bundle %s still alive after SIGKILL", bundle))
+			errs = append(errs, errors.New("runsc processes still alive after SIGKILL"))
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -41,48 +42,54 @@ func killBundleProcesses(bundle string) (int, error) {
 }
 
 // killIfStill signals pid through a pidfd, after checking that the pidfd's
-// process is still one of bundle's: a pid reused meanwhile is left alone.
-func killIfStill(pid int, bundle string) error {
+// process still has a matching bundle: a pid reused meanwhile is left alone.
+func killIfStill(pid int, match func(string) bool) error {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return nil // gone already
 	}
 	defer unix.Close(fd)
-	if !usesBundle(pid, bundle) {
+	if bundle, ok := bundleOf(pid); !ok || !match(bundle) {
 		return nil
 	}
 	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("kill %d of bundle %s: %w", pid, bundle, err)
+		return fmt.Errorf("kill runsc process %d: %w", pid, err)
 	}
 	return nil
 }
 
-// bundleProcesses lists the live processes whose command line names bundle
-// as runsc's --bundle (zombies have an empty command line).
-func bundleProcesses(bundle string) []int {
+// bundleProcesses lists the live processes whose bundle satisfies match,
+// in one pass over /proc (zombies have an empty command line).
+func bundleProcesses(match func(string) bool) []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err == nil && pid != os.Getpid() && usesBundle(pid, bundle) {
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if bundle, ok := bundleOf(pid); ok && match(bundle) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
 }
 
-// usesBundle reports whether pid's arguments hold `--bundle=B` or
-// `--bundle B` with B = bundle.
-func usesBundle(pid int, bundle string) bool {
+// bundleOf is the value of `--bundle=B` or `--bundle B` on pid's command
+// line.
+func bundleOf(pid int) (string, bool) {
 	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil {
-		return false
+		return "", false
 	}
 	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
 	for i, a := range args {
-		if a == "--bundle="+bundle || a == "--bundle" && i+1 < len(args) && args[i+1] == bundle {
-			return true
+		if b, ok := strings.CutPrefix(a, "--bundle="); ok {
+			return b, true
+		}
+		if a == "--bundle" && i+1 < len(args) {
+			return args[i+1], true
 		}
 	}
-	return false
+	return "", false
 }

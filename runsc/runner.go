@@ -233,7 +233,7 @@ func (r *Runner) launch(ctx context.Context, id string, config []byte, args ...s
 	// Runs first: runsc killed before it wrote the container's state leaves
 	// processes that delete cannot find.
 	undo.push(func() error {
-		_, err := killBundleProcesses(bundle)
+		_, err := killBundleProcesses(func(b string) bool { return b == bundle })
 		return err
 	})
 	cmd := r.command(append(args, "--bundle="+bundle, "--pid-file="+r.sandboxPIDFile(id), id)...)
@@ -430,11 +430,11 @@ func (r *Runner) Reconcile(ctx context.Context) ([]string, error) {
 	}
 	entries, err := os.ReadDir(r.bundlesDir())
 	errs = append(errs, err)
+	// A crash during a create leaves processes no container names.
+	_, killErr := killBundleProcesses(func(b string) bool { return filepath.Dir(b) == r.bundlesDir() })
+	errs = append(errs, killErr)
 	for _, e := range entries {
-		// A crash during a create leaves processes no container names.
-		bundle := filepath.Join(r.bundlesDir(), e.Name())
-		_, killErr := killBundleProcesses(bundle)
-		errs = append(errs, killErr, os.RemoveAll(bundle))
+		errs = append(errs, os.RemoveAll(filepath.Join(r.bundlesDir(), e.Name())))
 	}
 	errs = append(errs, r.Cleanup())
 	if err := errors.Join(errs...); err != nil {

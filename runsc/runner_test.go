@@ -499,15 +499,15 @@ esac`)
 	require.NoError(t, exec.Command(bin, "spawn", "--bundle="+bundle).Run())
 	orphan := readPID(t, filepath.Join(dir, "orphan"))
 	killOnCleanup(t, orphan)
-	// Its bundle path starts with the leftover's.
-	require.NoError(t, exec.Command(bin, "spawn", "--bundle="+bundle+"-x").Run())
+	// Another runner's sandbox of the same id.
+	require.NoError(t, exec.Command(bin, "spawn", "--bundle="+filepath.Join(t.TempDir(), "bundles", "crashed")).Run())
 	bystander := readPID(t, filepath.Join(dir, "orphan"))
 	killOnCleanup(t, bystander)
 
 	_, err := r.Reconcile(context.Background())
 	require.NoError(t, err)
 	assert.True(t, processGone(orphan))
-	assert.False(t, processGone(bystander), "a process of another bundle is not ours")
+	assert.False(t, processGone(bystander), "another runner's process is not ours")
 }
 
 // startExec creates the sandbox's bundle (Exec writes into it) and starts
