@@ -154,6 +154,7 @@ func (s *Sandbox) finish(ctx actor.Context) {
 		s.emit(s.doneEvent(exitKilledWithSandbox, ReasonSandboxDeleted))
 	}
 	s.moveTo(StateStopped)
+	s.tellParent(ctx, Ended{PID: s.self})
 	switch s.cause {
 	case causeClient:
 		s.emit(statusEvent(StatusDeleted), statusEvent(StatusKilled))

@@ -100,6 +100,10 @@ type (
 	// (system messages go first), so a parent that needs the result when
 	// a creating child terminates reads it from that channel too.
 	Created struct{ PID *actor.PID }
+	// Ended says the sandbox is gone from the host; it is told before the
+	// client hears DELETED, so the parent frees its slot before the client
+	// can ask for another (the actor's Terminated comes later).
+	Ended struct{ PID *actor.PID }
 	// Died says a ready sandbox's processes are gone; it answers claims
 	// with ErrNotReady and waits for the Retire that destroys it.
 	Died struct {

@@ -310,3 +310,36 @@ func TestAskAttachSeesAStoppedActor(t *testing.T) {
 	_, answer := e.pool.askAttach(context.Background(), ref, actors.Attach{Sink: &client{}})
 	assert.Equal(t, actorGone, answer)
 }
+
+// killedThenCreate is a client that asks for a new sandbox the moment it
+// hears KILLED, from within the old actor's delivery: before that actor can
+// have terminated.
+type killedThenCreate struct {
+	client
+	create func() error
+	err    chan error
+}
+
+func (k *killedThenCreate) Send(ev actors.Event) {
+	k.client.Send(ev)
+	if ev.Status == actors.StatusKilled {
+		k.err <- k.create()
+	}
+}
+
+// The client hears KILLED once the sandbox is gone from the host; a create
+// sent right then finds the slot free, though the old actor still ends.
+func TestASlotIsFreeOnceTheClientHearsKilled(t *testing.T) {
+	e := newAttachEnv(t, func(c *Config) { c.Limits.MaxSandboxes = 1 })
+	next := &client{}
+	k := &killedThenCreate{err: make(chan error, 1)}
+	k.create = func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := e.pool.Create(ctx, actors.Settings{}, next)
+		return err
+	}
+	ref := e.create(t, actors.Settings{}, k)
+	ref.Send(actors.KillSandbox{})
+	require.NoError(t, <-k.err)
+}

@@ -73,6 +73,9 @@ type supervisor struct {
 	queue    []createRequest
 	creating int // children in childCreating: slots taken
 	retiring int
+	// ended counts claimed children gone from the host whose actor has
+	// not terminated yet: they hold no slot.
+	ended int
 	// rr rotates refills across pools.
 	rr int
 
@@ -108,6 +111,8 @@ func (s *supervisor) Receive(ctx actor.Context) {
 		s.onCreated(ctx, msg)
 	case actors.Died:
 		s.onDied(ctx, msg)
+	case actors.Ended:
+		s.onEnded(ctx, msg.PID)
 	case actors.SnapshotSaved:
 		s.onSnapshotSaved(ctx, msg.Info)
 	case *actor.Terminated:
@@ -228,7 +233,7 @@ func (s *supervisor) claim(ctx actor.Context, c *child, req createRequest, hit b
 
 // counted is what the global cap counts: every sandbox not on its way out,
 // plus clients' creates waiting for a slot.
-func (s *supervisor) counted() int { return len(s.children) - s.retiring + len(s.queue) }
+func (s *supervisor) counted() int { return len(s.children) - s.retiring - s.ended + len(s.queue) }
 
 // evict retires the oldest ready sandbox to make room for a client: warm
 // sandboxes are a bet, a client is real.
@@ -513,6 +518,18 @@ func (s *supervisor) onDied(ctx actor.Context, msg actors.Died) {
 	s.schedule(ctx)
 }
 
+// onEnded frees a claimed sandbox's slot as soon as it is gone from the
+// host: its client may ask for another right after DELETED.
+func (s *supervisor) onEnded(ctx actor.Context, pid *actor.PID) {
+	c := s.children[pid.Id]
+	if c == nil || c.state != childClaimed || c.ended {
+		return
+	}
+	c.ended = true
+	s.ended++
+	s.schedule(ctx)
+}
+
 func (s *supervisor) onTerminated(ctx actor.Context, pid *actor.PID) {
 	c := s.children[pid.Id]
 	if c == nil {
@@ -544,6 +561,9 @@ func (s *supervisor) onTerminated(ctx actor.Context, pid *actor.PID) {
 		c.pool.drop(c)
 	case childRetiring:
 		s.retiring--
+	}
+	if c.ended {
+		s.ended--
 	}
 	if c.pool != nil {
 		c.pool.live--

@@ -39,6 +39,9 @@ type child struct {
 	started, ready time.Time
 	// restore: made from a checkpoint.
 	restore bool
+	// ended: a claimed sandbox gone from the host (actors.Ended), its actor
+	// still ending.
+	ended bool
 }
 
 // outcome is the creation result the actor left, errEndedWhileCreating if
