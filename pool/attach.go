@@ -124,16 +124,18 @@ func (p *Pool) Attach(ctx context.Context, req AttachRequest) (*actors.Ref, erro
 	return nil, ErrNotFound
 }
 
-// askAttach's outcomes besides an answer.
+// attachAnswer is how an actor met an Attach.
+type attachAnswer int
+
 const (
-	actorAnswered = iota
-	actorGone     // stopped without answering
-	actorSilent   // no answer within actorAnswer
+	actorAnswered attachAnswer = iota
+	actorGone                  // stopped without answering
+	actorSilent                // no answer within actorAnswer
 )
 
 // askAttach sends msg to the sandbox actor and waits for its answer, or
 // for the actor to stop.
-func (p *Pool) askAttach(ctx context.Context, ref *actors.Ref, msg actors.Attach) (actors.AttachResult, int) {
+func (p *Pool) askAttach(ctx context.Context, ref *actors.Ref, msg actors.Attach) (actors.AttachResult, attachAnswer) {
 	reply := make(chan actors.AttachResult, 1)
 	msg.Reply = reply
 	ref.Send(msg)

@@ -22,9 +22,8 @@ import (
 const orphanGrace = 2 * time.Second
 
 // killBundleProcesses SIGKILLs every process whose runsc --bundle satisfies
-// match and waits (up to orphanGrace) until none is left. It returns how
-// many it killed.
-func killBundleProcesses(match func(bundle string) bool) (int, error) {
+// match and waits (up to orphanGrace) until none is left.
+func killBundleProcesses(match func(bundle string) bool) error {
 	pids := bundleProcesses(match)
 	var errs []error
 	for _, pid := range pids {
@@ -38,7 +37,7 @@ func killBundleProcesses(match func(bundle string) bool) (int, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return len(pids), errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // killIfStill signals pid through a pidfd, after checking that the pidfd's

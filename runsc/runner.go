@@ -233,8 +233,7 @@ func (r *Runner) launch(ctx context.Context, id string, config []byte, args ...s
 	// Runs first: runsc killed before it wrote the container's state leaves
 	// processes that delete cannot find.
 	undo.push(func() error {
-		_, err := killBundleProcesses(func(b string) bool { return b == bundle })
-		return err
+		return killBundleProcesses(func(b string) bool { return b == bundle })
 	})
 	cmd := r.command(append(args, "--bundle="+bundle, "--pid-file="+r.sandboxPIDFile(id), id)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -431,8 +430,7 @@ func (r *Runner) Reconcile(ctx context.Context) ([]string, error) {
 	entries, err := os.ReadDir(r.bundlesDir())
 	errs = append(errs, err)
 	// A crash during a create leaves processes no container names.
-	_, killErr := killBundleProcesses(func(b string) bool { return filepath.Dir(b) == r.bundlesDir() })
-	errs = append(errs, killErr)
+	errs = append(errs, killBundleProcesses(func(b string) bool { return filepath.Dir(b) == r.bundlesDir() }))
 	for _, e := range entries {
 		errs = append(errs, os.RemoveAll(filepath.Join(r.bundlesDir(), e.Name())))
 	}

@@ -48,10 +48,8 @@ func newRawCycler(raw RawConfig, cfg Config) (*rawCycler, error) {
 	if cfg.Snapshot != "" {
 		return nil, errors.New("--snapshot is not supported with --raw-runsc")
 	}
-	argv, ok := map[string][]string{"python": {"python3", "-c"}, "bash": {"bash", "-c"}}[cfg.Language]
-	if !ok {
-		return nil, fmt.Errorf("unsupported language %q: python or bash", cfg.Language)
-	}
+	// New has checked the language.
+	argv := map[string][]string{"python": {"python3", "-c"}, "bash": {"bash", "-c"}}[cfg.Language]
 	binary, err := runsc.FindBinary(raw.Binary)
 	if err == nil {
 		binary, err = filepath.Abs(binary)
