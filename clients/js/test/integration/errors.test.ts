@@ -115,7 +115,7 @@ describe.skipIf(skip)('error paths against the real server', () => {
       expect(err).toBeInstanceOf(SandboxCreationError);
       expect(err.message).toBe('Sandbox capacity reached: the server runs its maximum of 1 sandboxes; try again later');
       await first.kill();
-      // The slot is free again.
+      // The slot is free once KILLED is heard, not only when the server's actor has ended.
       const again = await Sandbox.create(tiny.url);
       await again.kill();
     } finally {
